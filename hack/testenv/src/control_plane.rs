@@ -1,0 +1,369 @@
+//! A real Kubernetes control plane on loopback: etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler and kwok with simulated nodes.
+//!
+//! This is envtest plus the parts envtest leaves out: the controller-manager
+//! (Deployments get ReplicaSets and Pods, namespaces finish deleting, quotas
+//! get status, garbage collection follows owner references), the scheduler
+//! (pods get bound) and kwok (bound pods turn Running/Ready on fake nodes, two
+//! CPU nodes and one GPU node advertising `nvidia.com/gpu`). The binaries come
+//! from `hack/build-control-plane.sh`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, ServiceAccount};
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::process::{Supervised, tail_of_file};
+use crate::{Error, pki, poll};
+
+/// Names of the simulated nodes.
+pub const CPU_NODES: [&str; 2] = ["kwok-cpu-0", "kwok-cpu-1"];
+/// The simulated GPU node: label `nvidia.com/gpu.present=true`, taint `nvidia.com/gpu=present:NoSchedule`.
+pub const GPU_NODE: &str = "kwok-gpu-0";
+
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+const DIR_PREFIX: &str = "ember-cp-";
+const OWNER_FILE: &str = "owner.pid";
+
+/// A running control plane, or one the tests attach to through a kubeconfig.
+/// Dropping it stops every process it started and removes its files.
+#[derive(Debug)]
+pub struct ControlPlane {
+    kubeconfig: PathBuf,
+    // Declared before `_dir` so processes stop before their files go away.
+    processes: Vec<Supervised>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl ControlPlane {
+    /// Starts all components in a fresh temp dir and waits until they work.
+    pub async fn start() -> Result<Self, Error> {
+        let bin = binaries_dir()?;
+        remove_stale_dirs();
+        let dir = tempfile::Builder::new()
+            .prefix(DIR_PREFIX)
+            .tempdir()
+            .map_err(|source| Error::Io { context: "creating the control plane dir".into(), source })?;
+        let root = dir.path().to_owned();
+        std::fs::write(root.join(OWNER_FILE), std::process::id().to_string())
+            .map_err(|source| Error::Io { context: "writing the owner pid".into(), source })?;
+        let pki = pki::generate(&root.join("pki"))?;
+        let mut processes = Vec::new();
+
+        let etcd_port = free_port()?;
+        let etcd_peer_port = free_port()?;
+        let mut etcd = Command::new(bin.join("etcd"));
+        etcd.args([
+            "--name=node0".to_owned(),
+            format!("--data-dir={}", root.join("etcd").display()),
+            format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"),
+            format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer_port}"),
+            format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer_port}"),
+            format!("--initial-cluster=node0=http://127.0.0.1:{etcd_peer_port}"),
+            "--unsafe-no-fsync=true".to_owned(),
+            "--auto-compaction-retention=1".to_owned(),
+            "--quota-backend-bytes=4294967296".to_owned(),
+            "--log-level=warn".to_owned(),
+        ]);
+        processes.push(Supervised::spawn("etcd", etcd, &root.join("etcd.log"))?);
+        poll::until_async("etcd /health", START_TIMEOUT, async || {
+            processes[0].ensure_running()?;
+            Ok(http_get_ok(etcd_port, "/health").await.then_some(()))
+        })
+        .await?;
+
+        let api_port = free_port()?;
+        let mut apiserver = Command::new(bin.join("kube-apiserver"));
+        apiserver.args([
+            format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
+            "--bind-address=127.0.0.1".to_owned(),
+            "--advertise-address=127.0.0.1".to_owned(),
+            format!("--secure-port={api_port}"),
+            format!("--cert-dir={}", root.join("apiserver-certs").display()),
+            format!("--tls-cert-file={}", pki.serving_cert.display()),
+            format!("--tls-private-key-file={}", pki.serving_key.display()),
+            format!("--client-ca-file={}", pki.ca_cert.display()),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_owned(),
+            format!("--service-account-key-file={}", pki.service_account_public_key.display()),
+            format!("--service-account-signing-key-file={}", pki.service_account_key.display()),
+            "--service-cluster-ip-range=10.0.0.0/24".to_owned(),
+            // Loopback advertise addresses are refused by the endpoint reconciler.
+            "--endpoint-reconciler-type=none".to_owned(),
+            "--authorization-mode=RBAC".to_owned(),
+            "--allow-privileged=true".to_owned(),
+            "--profiling=false".to_owned(),
+            "--v=1".to_owned(),
+        ]);
+        processes.push(Supervised::spawn("kube-apiserver", apiserver, &root.join("kube-apiserver.log"))?);
+
+        let kubeconfig = root.join("admin.kubeconfig");
+        write_kubeconfig(&kubeconfig, api_port, &pki)?;
+        let client = client_for(&kubeconfig).await?;
+        poll::until_async("kube-apiserver /readyz", START_TIMEOUT, async || {
+            processes[1].ensure_running()?;
+            let request = http::Request::get("/readyz").body(Vec::new()).map_err(|e| Error::Kube(e.to_string()))?;
+            Ok(client.request_text(request).await.ok().filter(|body| body.trim() == "ok").map(|_| ()))
+        })
+        .await?;
+
+        let always_allow = "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics";
+        let mut kcm = Command::new(bin.join("kube-controller-manager"));
+        kcm.args([
+            format!("--kubeconfig={}", kubeconfig.display()),
+            "--leader-elect=false".to_owned(),
+            "--bind-address=127.0.0.1".to_owned(),
+            format!("--secure-port={}", free_port()?),
+            always_allow.to_owned(),
+            format!("--root-ca-file={}", pki.ca_cert.display()),
+            format!("--service-account-private-key-file={}", pki.service_account_key.display()),
+            "--use-service-account-credentials=false".to_owned(),
+            "--kube-api-qps=200".to_owned(),
+            "--kube-api-burst=400".to_owned(),
+            "--concurrent-namespace-syncs=10".to_owned(),
+            "--v=1".to_owned(),
+        ]);
+        processes.push(Supervised::spawn("kube-controller-manager", kcm, &root.join("kube-controller-manager.log"))?);
+
+        let mut scheduler = Command::new(bin.join("kube-scheduler"));
+        scheduler.args([
+            format!("--kubeconfig={}", kubeconfig.display()),
+            "--leader-elect=false".to_owned(),
+            "--bind-address=127.0.0.1".to_owned(),
+            format!("--secure-port={}", free_port()?),
+            always_allow.to_owned(),
+            "--v=1".to_owned(),
+        ]);
+        processes.push(Supervised::spawn("kube-scheduler", scheduler, &root.join("kube-scheduler.log"))?);
+
+        let kwok_config = root.join("kwok.yaml");
+        write_kwok_config(&kwok_config, &bin.join("kwok-stages"))?;
+        let mut kwok = Command::new(bin.join("kwok"));
+        kwok.args([
+            format!("--kubeconfig={}", kubeconfig.display()),
+            format!("--config={}", kwok_config.display()),
+            "--manage-all-nodes=true".to_owned(),
+            "--cidr=10.244.0.0/16".to_owned(),
+            "--node-ip=10.0.0.2".to_owned(),
+        ]);
+        processes.push(Supervised::spawn("kwok", kwok, &root.join("kwok.log"))?);
+
+        create_nodes(&client).await?;
+        let nodes: Api<Node> = Api::all(client.clone());
+        poll::until_async("kwok nodes Ready", START_TIMEOUT, async || {
+            for p in processes.iter_mut().skip(2) {
+                p.ensure_running()?;
+            }
+            let list = nodes.list(&Default::default()).await.map_err(|e| Error::Kube(e.to_string()))?;
+            let all_ready = list.items.len() == CPU_NODES.len() + 1 && list.items.iter().all(node_is_ready);
+            Ok(all_ready.then_some(()))
+        })
+        .await?;
+        // The service account controller creates `default` in every namespace:
+        // proof that the controller-manager runs and can write.
+        let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+        poll::until_async("controller-manager creates default/default ServiceAccount", START_TIMEOUT, async || {
+            Ok(accounts.get_opt("default").await.map_err(|e| Error::Kube(e.to_string()))?.map(|_| ()))
+        })
+        .await?;
+
+        Ok(Self {
+            kubeconfig,
+            processes,
+            _dir: Some(dir),
+        })
+    }
+
+    /// Uses an already running cluster (e.g. the one `hack/dev.sh` started).
+    pub fn attach(kubeconfig: impl Into<PathBuf>) -> Self {
+        Self {
+            kubeconfig: kubeconfig.into(),
+            processes: Vec::new(),
+            _dir: None,
+        }
+    }
+
+    /// Admin kubeconfig of this control plane.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// A client with cluster-admin rights, bound to the caller's tokio runtime.
+    pub async fn client(&self) -> Result<Client, Error> {
+        client_for(&self.kubeconfig).await
+    }
+
+    /// Log of one component (`etcd`, `kube-apiserver`, ...), for diagnostics.
+    pub fn log_of(&self, component: &str) -> String {
+        match &self._dir {
+            Some(dir) => tail_of_file(&dir.path().join(format!("{component}.log")), 16 * 1024),
+            None => String::new(),
+        }
+    }
+
+    /// Whether every started process is still alive.
+    pub fn is_healthy(&mut self) -> bool {
+        self.processes.iter_mut().all(Supervised::is_running)
+    }
+}
+
+/// The shared control plane of a test binary is never dropped (it lives in a
+/// static), so its processes die with the test process but its temp dir
+/// stays. Remove such dirs whose owning process is gone.
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(DIR_PREFIX) {
+            continue;
+        }
+        let owner = std::fs::read_to_string(entry.path().join(OWNER_FILE)).unwrap_or_default();
+        let owner_alive = !owner.trim().is_empty() && Path::new("/proc").join(owner.trim()).exists();
+        if !owner_alive {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Builds a kube client from a kubeconfig file.
+pub async fn client_for(kubeconfig: &Path) -> Result<Client, Error> {
+    let kc = Kubeconfig::read_from(kubeconfig).map_err(|e| Error::Kube(e.to_string()))?;
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| Error::Kube(e.to_string()))?;
+    Client::try_from(config).map_err(|e| Error::Kube(e.to_string()))
+}
+
+/// Directory with the control-plane binaries: `$EMBER_CP_BIN`, or whatever
+/// `hack/build-control-plane.sh` prints (it builds only what is missing).
+pub fn binaries_dir() -> Result<PathBuf, Error> {
+    if let Some(dir) = std::env::var_os("EMBER_CP_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../build-control-plane.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|source| Error::Spawn { name: script.display().to_string(), source })?;
+    if !output.status.success() {
+        return Err(Error::Binaries(format!("{} failed with {}", script.display(), output.status)));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let dir = stdout.lines().last().unwrap_or_default().trim();
+    if dir.is_empty() {
+        return Err(Error::Binaries(format!("{} printed no directory", script.display())));
+    }
+    Ok(PathBuf::from(dir))
+}
+
+/// A currently free loopback port. Another process may grab it before we
+/// bind it; a component that fails to start shows up in its readiness check.
+pub fn free_port() -> Result<u16, Error> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Io { context: "finding a free port".into(), source })?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|source| Error::Io { context: "reading a free port".into(), source })
+}
+
+/// Plain-HTTP GET on loopback; true on a 200 answer.
+async fn http_get_ok(port: u16, path: &str) -> bool {
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut response)).await;
+    String::from_utf8_lossy(&response).starts_with("HTTP/1.0 200") || String::from_utf8_lossy(&response).starts_with("HTTP/1.1 200")
+}
+
+fn write_kubeconfig(path: &Path, api_port: u16, pki: &pki::Pki) -> Result<(), Error> {
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: ember-local\n  cluster:\n    server: https://127.0.0.1:{api_port}\n    certificate-authority: {ca}\nusers:\n- name: admin\n  user:\n    client-certificate: {cert}\n    client-key: {key}\ncontexts:\n- name: ember-local\n  context:\n    cluster: ember-local\n    user: admin\ncurrent-context: ember-local\n",
+        ca = pki.ca_cert.display(),
+        cert = pki.admin_cert.display(),
+        key = pki.admin_key.display(),
+    );
+    std::fs::write(path, text).map_err(|source| Error::Io { context: format!("writing {}", path.display()), source })
+}
+
+/// kwok's standalone binary has no built-in stages: pass the upstream ones
+/// the build script copied next to the binaries.
+fn write_kwok_config(path: &Path, stages_dir: &Path) -> Result<(), Error> {
+    // A config file replaces kwok's built-in defaults, so the parallelism
+    // options (0 otherwise, which kwok refuses) are spelled out.
+    let mut text = String::from(
+        "kind: KwokConfiguration\napiVersion: config.kwok.x-k8s.io/v1alpha1\noptions:\n  manageAllNodes: true\n  nodeLeaseDurationSeconds: 40\n  nodeLeaseParallelism: 4\n  podPlayStageParallelism: 4\n  nodePlayStageParallelism: 4\n  podsOnNodeSyncParallelism: 1\n  enablePodsOnNodeSyncListPager: true\n  enablePodsOnNodeSyncStreamWatch: false\n",
+    );
+    for stage in ["node-initialize", "node-heartbeat-with-lease", "pod-ready", "pod-complete", "pod-delete"] {
+        let file = stages_dir.join(format!("{stage}.yaml"));
+        let body = std::fs::read_to_string(&file).map_err(|source| Error::Io { context: format!("reading {}", file.display()), source })?;
+        text.push_str("---\n");
+        text.push_str(&body);
+        if !body.ends_with('\n') {
+            text.push('\n');
+        }
+    }
+    std::fs::write(path, text).map_err(|source| Error::Io { context: format!("writing {}", path.display()), source })
+}
+
+fn fake_node(name: &str, gpus: u32) -> Result<Node, Error> {
+    let mut capacity = serde_json::json!({"cpu": "32", "memory": "256Gi", "pods": "110", "ephemeral-storage": "1Ti"});
+    let mut labels = serde_json::json!({
+        "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64", "type": "kwok"
+    });
+    let mut taints = serde_json::json!([]);
+    if gpus > 0 {
+        capacity["nvidia.com/gpu"] = gpus.to_string().into();
+        labels["nvidia.com/gpu.present"] = "true".into();
+        taints = serde_json::json!([{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]);
+    }
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            "annotations": {"node.alpha.kubernetes.io/ttl": "0", "kwok.x-k8s.io/node": "fake"}
+        },
+        "spec": {"taints": taints},
+        "status": {
+            "allocatable": capacity.clone(),
+            "capacity": capacity,
+            "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "fake", "kubeProxyVersion": "fake"},
+            "phase": "Running"
+        }
+    }))
+    .map_err(|e| Error::Kube(format!("building node {name}: {e}")))
+}
+
+async fn create_nodes(client: &Client) -> Result<(), Error> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let wanted = CPU_NODES.iter().map(|n| (*n, 0)).chain([(GPU_NODE, 8)]);
+    for (name, gpus) in wanted {
+        match nodes.create(&PostParams::default(), &fake_node(name, gpus)?).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(e) => return Err(Error::Kube(format!("creating node {name}: {e}"))),
+        }
+    }
+    Ok(())
+}
+
+fn node_is_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}

@@ -1,0 +1,365 @@
+//! A BERT-family encoder (BERT, MiniLM) in Burn, loaded from a Hugging Face
+//! `config.json` + `model.safetensors`.
+//!
+//! The layers are written with Burn's functional ops rather than `burn::nn`
+//! modules so that the query/key/value projections run as one fused matmul
+//! and attention goes through `burn::tensor::module::attention`, which the
+//! Flex backend implements without materialising a softmax per head.
+//! Post-norm residual blocks, exact (erf) GELU and the config's LayerNorm
+//! epsilon reproduce Hugging Face's `BertModel` numerically.
+
+use std::path::Path;
+
+use burn::tensor::activation::{gelu, tanh};
+use burn::tensor::module::{attention, embedding, layer_norm, linear};
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::weights::{HostTensor, SafetensorsFile};
+
+/// The fields of a Hugging Face BERT `config.json` that shape the network.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BertConfig {
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub vocab_size: usize,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    /// Class names for classification checkpoints, keyed by index.
+    #[serde(default)]
+    pub id2label: std::collections::BTreeMap<String, String>,
+}
+
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_act() -> String {
+    "gelu".to_owned()
+}
+
+impl BertConfig {
+    /// Parses and sanity-checks `config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::model_file(path, e))?;
+        let config: Self = serde_json::from_str(&text)
+            .map_err(|e| Error::model_file(path, format!("not a BERT config.json: {e}")))?;
+        if config.num_attention_heads == 0
+            || config.hidden_size % config.num_attention_heads != 0
+        {
+            return Err(Error::model_file(
+                path,
+                "hidden_size must be a multiple of num_attention_heads",
+            ));
+        }
+        if config.hidden_act != "gelu" {
+            return Err(Error::model_file(
+                path,
+                format!(
+                    "hidden_act '{}' is not supported (only exact 'gelu')",
+                    config.hidden_act
+                ),
+            ));
+        }
+        Ok(config)
+    }
+}
+
+#[derive(Debug)]
+struct Dense {
+    weight: Tensor<2>,
+    bias: Tensor<1>,
+}
+
+#[derive(Debug)]
+struct Norm {
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+}
+
+#[derive(Debug)]
+struct EncoderLayer {
+    qkv: Dense,
+    attention_out: Dense,
+    attention_norm: Norm,
+    intermediate: Dense,
+    output: Dense,
+    output_norm: Norm,
+}
+
+/// Token ids of a padded batch plus which positions are real tokens.
+#[derive(Debug, Clone)]
+pub struct TokenBatch {
+    pub batch: usize,
+    pub seq_len: usize,
+    /// `batch * seq_len` ids, row-major, padded with 0.
+    pub ids: Vec<i64>,
+    /// Number of real tokens in each row (the rest is padding).
+    pub lengths: Vec<usize>,
+}
+
+/// The encoder with its embeddings, ready to run on one device.
+#[derive(Debug)]
+pub struct BertEncoder {
+    config: BertConfig,
+    device: Device,
+    word_embeddings: Tensor<2>,
+    position_embeddings: Tensor<2>,
+    token_type_row: Tensor<1>,
+    embeddings_norm: Norm,
+    layers: Vec<EncoderLayer>,
+}
+
+/// Optional Hugging Face `BertForSequenceClassification` head: tanh pooler on
+/// the `[CLS]` token, then a linear classifier.
+#[derive(Debug)]
+pub struct ClassifierHead {
+    pooler: Dense,
+    classifier: Dense,
+    pub labels: Vec<String>,
+}
+
+fn dense(file: &SafetensorsFile, prefix: &str, inp: usize, out: usize) -> Result<HostDense> {
+    Ok(HostDense {
+        weight: file
+            .host_tensor(&format!("{prefix}.weight"), &[out, inp])?
+            .transposed(),
+        bias: file.host_tensor(&format!("{prefix}.bias"), &[out])?,
+    })
+}
+
+struct HostDense {
+    weight: HostTensor,
+    bias: HostTensor,
+}
+
+impl HostDense {
+    fn upload(self, device: &Device) -> Dense {
+        Dense {
+            weight: self.weight.to_device(device),
+            bias: self.bias.to_device(device),
+        }
+    }
+}
+
+fn norm(file: &SafetensorsFile, prefix: &str, width: usize, device: &Device) -> Result<Norm> {
+    Ok(Norm {
+        gamma: file
+            .host_tensor(&format!("{prefix}.weight"), &[width])?
+            .to_device(device),
+        beta: file
+            .host_tensor(&format!("{prefix}.bias"), &[width])?
+            .to_device(device),
+    })
+}
+
+impl BertEncoder {
+    /// Loads every encoder tensor; a missing or mis-shaped one is an error.
+    pub fn load(config: BertConfig, file: &SafetensorsFile, device: &Device) -> Result<Self> {
+        let h = config.hidden_size;
+        let word = file.host_tensor(
+            "embeddings.word_embeddings.weight",
+            &[config.vocab_size, h],
+        )?;
+        let position = file.host_tensor(
+            "embeddings.position_embeddings.weight",
+            &[config.max_position_embeddings, h],
+        )?;
+        let token_type = file.host_tensor(
+            "embeddings.token_type_embeddings.weight",
+            &[config.type_vocab_size, h],
+        )?;
+        // Single-segment inputs only: every token has type 0, so the whole
+        // token-type lookup is one broadcast row.
+        let token_type_row = HostTensor {
+            shape: vec![h],
+            values: token_type.values[..h].to_vec(),
+        };
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("encoder.layer.{i}");
+            let q = dense(file, &format!("{p}.attention.self.query"), h, h)?;
+            let k = dense(file, &format!("{p}.attention.self.key"), h, h)?;
+            let v = dense(file, &format!("{p}.attention.self.value"), h, h)?;
+            let qkv = HostDense {
+                weight: HostTensor::concat_columns(&[q.weight, k.weight, v.weight]),
+                bias: HostTensor::concat_columns(&[q.bias, k.bias, v.bias]),
+            };
+            let inter = config.intermediate_size;
+            layers.push(EncoderLayer {
+                qkv: qkv.upload(device),
+                attention_out: dense(file, &format!("{p}.attention.output.dense"), h, h)?
+                    .upload(device),
+                attention_norm: norm(file, &format!("{p}.attention.output.LayerNorm"), h, device)?,
+                intermediate: dense(file, &format!("{p}.intermediate.dense"), h, inter)?
+                    .upload(device),
+                output: dense(file, &format!("{p}.output.dense"), inter, h)?.upload(device),
+                output_norm: norm(file, &format!("{p}.output.LayerNorm"), h, device)?,
+            });
+        }
+        Ok(Self {
+            embeddings_norm: norm(file, "embeddings.LayerNorm", h, device)?,
+            word_embeddings: word.to_device(device),
+            position_embeddings: position.to_device(device),
+            token_type_row: token_type_row.to_device(device),
+            layers,
+            device: device.clone(),
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &BertConfig {
+        &self.config
+    }
+
+    /// Longest sequence the position embeddings cover.
+    pub fn max_positions(&self) -> usize {
+        self.config.max_position_embeddings
+    }
+
+    /// Runs the encoder; returns the last hidden state `[batch, seq, hidden]`.
+    pub fn forward(&self, tokens: &TokenBatch) -> Tensor<3> {
+        let (b, n) = (tokens.batch, tokens.seq_len);
+        let heads = self.config.num_attention_heads;
+        let h = self.config.hidden_size;
+        let head_dim = h / heads;
+        let eps = self.config.layer_norm_eps;
+
+        let ids: Tensor<2, Int> = Tensor::from_data(
+            TensorData::new(tokens.ids.clone(), [b, n]),
+            &self.device,
+        );
+        let positions = self.position_embeddings.clone().narrow(0, 0, n);
+        let mut x = embedding(self.word_embeddings.clone(), ids)
+            + positions.unsqueeze::<3>()
+            + self.token_type_row.clone().unsqueeze::<3>();
+        x = layer_norm(
+            x,
+            self.embeddings_norm.gamma.clone(),
+            Some(self.embeddings_norm.beta.clone()),
+            eps,
+        );
+
+        // Keys at padded positions are masked out (true = masked). Rows of
+        // equal length need no mask at all.
+        let mask = (tokens.lengths.iter().any(|&len| len < n)).then(|| {
+            let pad: Vec<bool> = tokens
+                .lengths
+                .iter()
+                .flat_map(|&len| (0..n).map(move |j| j >= len))
+                .collect();
+            Tensor::<4, Bool>::from_data(TensorData::new(pad, [b, 1, 1, n]), &self.device)
+                .expand([b, heads, n, n])
+        });
+
+        for layer in &self.layers {
+            let qkv = linear(x.clone(), layer.qkv.weight.clone(), Some(layer.qkv.bias.clone()))
+                .reshape([b, n, 3 * heads, head_dim])
+                .swap_dims(1, 2);
+            let q = qkv.clone().narrow(1, 0, heads);
+            let k = qkv.clone().narrow(1, heads, heads);
+            let v = qkv.narrow(1, 2 * heads, heads);
+            let context = attention(q, k, v, mask.clone(), None, AttentionModuleOptions::default())
+                .swap_dims(1, 2)
+                .reshape([b, n, h]);
+            let attended = linear(
+                context,
+                layer.attention_out.weight.clone(),
+                Some(layer.attention_out.bias.clone()),
+            );
+            x = layer_norm(
+                x + attended,
+                layer.attention_norm.gamma.clone(),
+                Some(layer.attention_norm.beta.clone()),
+                eps,
+            );
+            let inner = gelu(linear(
+                x.clone(),
+                layer.intermediate.weight.clone(),
+                Some(layer.intermediate.bias.clone()),
+            ));
+            let out = linear(inner, layer.output.weight.clone(), Some(layer.output.bias.clone()));
+            x = layer_norm(
+                x + out,
+                layer.output_norm.gamma.clone(),
+                Some(layer.output_norm.beta.clone()),
+                eps,
+            );
+        }
+        x
+    }
+
+    /// Mean over real tokens, then L2-normalised: sentence-transformers'
+    /// pooling for all-MiniLM-L6-v2. Returns `[batch, hidden]`.
+    pub fn mean_pooled_normalised(&self, tokens: &TokenBatch, hidden: Tensor<3>) -> Tensor<2> {
+        let (b, n) = (tokens.batch, tokens.seq_len);
+        let weights: Vec<f32> = tokens
+            .lengths
+            .iter()
+            .flat_map(|&len| (0..n).map(move |j| if j < len { 1.0 } else { 0.0 }))
+            .collect();
+        let mask = Tensor::<3>::from_data(TensorData::new(weights, [b, n, 1]), &self.device);
+        let counts = mask.clone().sum_dim(1).clamp_min(1e-9); // [b, 1, 1]
+        let mean = (hidden * mask).sum_dim(1) / counts; // [b, 1, h]
+        let norm = mean.clone().powf_scalar(2.0).sum_dim(2).sqrt().clamp_min(1e-12);
+        (mean / norm).reshape([b, self.config.hidden_size])
+    }
+}
+
+impl ClassifierHead {
+    /// Loads `pooler.dense` and `classifier` from a classification checkpoint.
+    pub fn load(config: &BertConfig, file: &SafetensorsFile, device: &Device) -> Result<Self> {
+        let h = config.hidden_size;
+        let classes = match file.shape_of("classifier.bias").as_deref() {
+            Some(&[classes]) if classes > 0 => classes,
+            _ => {
+                return Err(Error::Config(
+                    "task 'classification' needs 'classifier.weight' and 'classifier.bias' \
+                     tensors (a BertForSequenceClassification checkpoint)"
+                        .to_owned(),
+                ));
+            }
+        };
+        let labels = (0..classes)
+            .map(|i| {
+                config
+                    .id2label
+                    .get(&i.to_string())
+                    .cloned()
+                    .unwrap_or_else(|| format!("LABEL_{i}"))
+            })
+            .collect();
+        Ok(Self {
+            pooler: dense(file, "pooler.dense", h, h)?.upload(device),
+            classifier: dense(file, "classifier", h, classes)?.upload(device),
+            labels,
+        })
+    }
+
+    /// Logits `[batch, classes]` from the encoder's last hidden state.
+    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<2> {
+        let [b, _, h] = hidden.dims();
+        let cls = hidden.narrow(1, 0, 1).reshape([b, h]);
+        let pooled = tanh(linear(
+            cls,
+            self.pooler.weight.clone(),
+            Some(self.pooler.bias.clone()),
+        ));
+        linear(
+            pooled,
+            self.classifier.weight.clone(),
+            Some(self.classifier.bias.clone()),
+        )
+    }
+}

@@ -1,0 +1,84 @@
+//! Turns text into padded token batches for the BERT encoder, using the
+//! `tokenizers` crate and the model's `tokenizer.json`.
+//!
+//! The shipped all-MiniLM-L6-v2 `tokenizer.json` pads and truncates to a
+//! fixed 128 tokens. sentence-transformers instead truncates at the model's
+//! `max_seq_length` (256) and pads to the longest input in the batch, so we
+//! drop the file's padding, set our own truncation, and pad here.
+
+use std::path::Path;
+
+use tokenizers::{Tokenizer, TruncationParams};
+
+use crate::error::{Error, Result};
+use crate::model::bert::TokenBatch;
+
+/// Tokenizer with the truncation we serve with.
+#[derive(Debug)]
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    max_tokens: usize,
+}
+
+impl TextTokenizer {
+    /// Loads `tokenizer.json`, truncating every input at `max_tokens`
+    /// (special tokens included) and padding nothing.
+    pub fn from_file(path: &Path, max_tokens: usize) -> Result<Self> {
+        let mut inner = Tokenizer::from_file(path)
+            .map_err(|e| Error::model_file(path, format!("not a tokenizer.json: {e}")))?;
+        inner.with_padding(None);
+        inner
+            .with_truncation(Some(TruncationParams {
+                max_length: max_tokens,
+                ..TruncationParams::default()
+            }))
+            .map_err(|e| Error::model_file(path, format!("truncation settings: {e}")))?;
+        Ok(Self { inner, max_tokens })
+    }
+
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+
+    /// Token ids of each text, special tokens included, truncated.
+    pub fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<i64>>> {
+        let inputs: Vec<&str> = texts.to_vec();
+        let encodings = self
+            .inner
+            .encode_batch_fast(inputs, true)
+            .map_err(|e| Error::BadRequest(format!("tokenisation failed: {e}")))?;
+        Ok(encodings
+            .iter()
+            .map(|e| e.get_ids().iter().map(|&id| i64::from(id)).collect())
+            .collect())
+    }
+}
+
+/// Pads id sequences (0 = `[PAD]` for BERT vocabularies) to the longest one.
+pub fn pad_to_longest(sequences: &[Vec<i64>]) -> TokenBatch {
+    let seq_len = sequences.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let mut ids = Vec::with_capacity(sequences.len() * seq_len);
+    for seq in sequences {
+        ids.extend_from_slice(seq);
+        ids.resize(ids.len() + seq_len - seq.len(), 0);
+    }
+    TokenBatch {
+        batch: sequences.len(),
+        seq_len,
+        ids,
+        lengths: sequences.iter().map(Vec::len).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pads_to_the_longest_sequence() {
+        let batch = pad_to_longest(&[vec![101, 7, 102], vec![101, 102]]);
+        assert_eq!(batch.seq_len, 3);
+        assert_eq!(batch.ids, vec![101, 7, 102, 101, 102, 0]);
+        assert_eq!(batch.lengths, vec![3, 2]);
+    }
+}
