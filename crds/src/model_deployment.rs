@@ -119,10 +119,10 @@ pub enum Backend {
 #[serde(rename_all = "camelCase")]
 pub struct ReplicaResources {
     #[serde(default = "default_replica_cpu")]
-    #[x_kube(validation = Rule::new("isQuantity(string(self)) && quantity(string(self)).sign() > 0").message("resources.cpu must be a positive quantity such as 500m or 2"))]
+    #[x_kube(validation = Rule::new("isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0'))").message("resources.cpu must be a positive quantity such as 500m or 2"))]
     pub cpu: Quantity,
     #[serde(default = "default_replica_memory")]
-    #[x_kube(validation = Rule::new("isQuantity(string(self)) && quantity(string(self)).sign() > 0").message("resources.memory must be a positive quantity such as 512Mi or 2Gi"))]
+    #[x_kube(validation = Rule::new("isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0'))").message("resources.memory must be a positive quantity such as 512Mi or 2Gi"))]
     pub memory: Quantity,
     /// `nvidia.com/gpu` per replica.
     #[serde(default)]

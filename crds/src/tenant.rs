@@ -139,7 +139,7 @@ pub struct TenantQuota {
 /// CEL rule for a non-negative int-or-string quantity. `string(self)` makes
 /// the rule work whether the user wrote `cpu: 8` or `cpu: "8"`.
 const NON_NEGATIVE_QUANTITY_RULE: &str =
-    "isQuantity(string(self)) && quantity(string(self)).sign() >= 0";
+    "isQuantity(string(self)) && !quantity(string(self)).isLessThan(quantity('0'))";
 
 fn default_quota_cpu() -> Quantity {
     Quantity("4".into())
