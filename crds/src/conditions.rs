@@ -57,19 +57,19 @@ pub struct ConditionUpdate {
 
 impl ConditionUpdate {
     pub fn new(type_: &'static str, status: Status, reason: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            type_,
-            status,
-            reason: reason.into(),
-            message: message.into(),
-        }
+        Self { type_, status, reason: reason.into(), message: message.into() }
     }
 }
 
 /// Inserts or updates one condition. `lastTransitionTime` only moves when the
 /// status changes; reason, message and `observedGeneration` always follow the
 /// update. Returns whether anything changed.
-pub fn set_condition(conditions: &mut Vec<Condition>, update: ConditionUpdate, generation: Option<i64>, now: &Time) -> bool {
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    update: ConditionUpdate,
+    generation: Option<i64>,
+    now: &Time,
+) -> bool {
     let status = update.status.as_str();
     match conditions.iter_mut().find(|c| c.type_ == update.type_) {
         Some(existing) => {

@@ -139,11 +139,7 @@ fn default_replica_memory() -> Quantity {
 
 impl Default for ReplicaResources {
     fn default() -> Self {
-        Self {
-            cpu: default_replica_cpu(),
-            memory: default_replica_memory(),
-            gpus: 0,
-        }
+        Self { cpu: default_replica_cpu(), memory: default_replica_memory(), gpus: 0 }
     }
 }
 
@@ -193,10 +189,7 @@ fn default_max_delay_ms() -> i32 {
 
 impl Default for Batching {
     fn default() -> Self {
-        Self {
-            max_batch_size: default_max_batch_size(),
-            max_delay_ms: default_max_delay_ms(),
-        }
+        Self { max_batch_size: default_max_batch_size(), max_delay_ms: default_max_delay_ms() }
     }
 }
 

@@ -45,10 +45,7 @@ pub fn validate_tenant_name(name: &str) -> Result<(), InvalidTenantName> {
     if !first.is_ascii_lowercase() {
         return Err(InvalidTenantName::BadStart);
     }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
-    {
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
         return Err(InvalidTenantName::BadCharacter(bad));
     }
     if name.ends_with('-') {
@@ -65,9 +62,7 @@ pub fn namespace_for(tenant: &str) -> String {
 /// The tenant a namespace belongs to by name. Ownership must still be
 /// confirmed through the namespace's label: a squatter can pick the name.
 pub fn tenant_for_namespace(namespace: &str) -> Option<&str> {
-    namespace
-        .strip_prefix(TENANT_NAMESPACE_PREFIX)
-        .filter(|t| validate_tenant_name(t).is_ok())
+    namespace.strip_prefix(TENANT_NAMESPACE_PREFIX).filter(|t| validate_tenant_name(t).is_ok())
 }
 
 /// PostgreSQL schema of tenant `tenant` (unquoted identifier text).

@@ -204,11 +204,7 @@ fn default_connection_limit() -> i32 {
 
 impl Default for TenantDatabase {
     fn default() -> Self {
-        Self {
-            server: None,
-            connection_limit: default_connection_limit(),
-            deletion_policy: DeletionPolicy::Retain,
-        }
+        Self { server: None, connection_limit: default_connection_limit(), deletion_policy: DeletionPolicy::Retain }
     }
 }
 
@@ -218,7 +214,10 @@ impl Default for TenantDatabase {
 pub struct TenantNetwork {
     /// Namespaces whose pods may reach the tenant's model Services (e.g. an ingress controller).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32), inner(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")))]
+    #[schemars(
+        length(max = 32),
+        inner(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))
+    )]
     pub allow_from_namespaces: Vec<String>,
 }
 

@@ -91,7 +91,8 @@ async fn crds_become_established_and_are_served() {
 async fn examples_are_accepted_and_get_schema_defaults() {
     let client = client_with_crds().await;
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let tenant: Tenant = serde_yaml::from_str(&std::fs::read_to_string(examples.join("tenant-acme.yaml")).unwrap()).unwrap();
+    let tenant: Tenant =
+        serde_yaml::from_str(&std::fs::read_to_string(examples.join("tenant-acme.yaml")).unwrap()).unwrap();
     let md: ModelDeployment =
         serde_yaml::from_str(&std::fs::read_to_string(examples.join("modeldeployment-minilm.yaml")).unwrap()).unwrap();
 
@@ -111,7 +112,8 @@ async fn examples_are_accepted_and_get_schema_defaults() {
     assert_eq!(created.spec, md.spec);
 
     // Defaults live in the CRD schema: a minimal Tenant comes back filled in.
-    let minimal = tenants(&client).create(&PostParams::default(), &object::<Tenant>("minimal", None, json!({}))).await.unwrap();
+    let minimal =
+        tenants(&client).create(&PostParams::default(), &object::<Tenant>("minimal", None, json!({}))).await.unwrap();
     assert_eq!(minimal.data["spec"]["database"]["deletionPolicy"], "Retain");
     assert_eq!(minimal.data["spec"]["database"]["connectionLimit"], 20);
     assert_eq!(minimal.data["spec"]["quota"]["modelDeployments"], 5);
@@ -138,7 +140,11 @@ async fn examples_apply_with_kubectl() {
     // kubectl reports the API server's refusal, naming the field.
     let dir = tempfile_dir();
     let bad_file = dir.join("bad.yaml");
-    std::fs::write(&bad_file, "apiVersion: ember.dev/v1alpha1\nkind: Tenant\nmetadata: {name: kubectl-bad}\nspec:\n  quota: {cpu: \"-2\"}\n").unwrap();
+    std::fs::write(
+        &bad_file,
+        "apiVersion: ember.dev/v1alpha1\nkind: Tenant\nmetadata: {name: kubectl-bad}\nspec:\n  quota: {cpu: \"-2\"}\n",
+    )
+    .unwrap();
     let output = std::process::Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(&kubeconfig)

@@ -173,20 +173,12 @@ impl ControlPlane {
         })
         .await?;
 
-        Ok(Self {
-            kubeconfig,
-            processes,
-            _dir: Some(dir),
-        })
+        Ok(Self { kubeconfig, processes, _dir: Some(dir) })
     }
 
     /// Uses an already running cluster (e.g. the one `hack/dev.sh` started).
     pub fn attach(kubeconfig: impl Into<PathBuf>) -> Self {
-        Self {
-            kubeconfig: kubeconfig.into(),
-            processes: Vec::new(),
-            _dir: None,
-        }
+        Self { kubeconfig: kubeconfig.into(), processes: Vec::new(), _dir: None }
     }
 
     /// Admin kubeconfig of this control plane.
@@ -267,7 +259,8 @@ pub fn binaries_dir() -> Result<PathBuf, Error> {
 /// A currently free loopback port. Another process may grab it before we
 /// bind it; a component that fails to start shows up in its readiness check.
 pub fn free_port() -> Result<u16, Error> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Io { context: "finding a free port".into(), source })?;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .map_err(|source| Error::Io { context: "finding a free port".into(), source })?;
     listener
         .local_addr()
         .map(|a| a.port())
@@ -285,7 +278,8 @@ async fn http_get_ok(port: u16, path: &str) -> bool {
     }
     let mut response = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut response)).await;
-    String::from_utf8_lossy(&response).starts_with("HTTP/1.0 200") || String::from_utf8_lossy(&response).starts_with("HTTP/1.1 200")
+    String::from_utf8_lossy(&response).starts_with("HTTP/1.0 200")
+        || String::from_utf8_lossy(&response).starts_with("HTTP/1.1 200")
 }
 
 fn write_kubeconfig(path: &Path, api_port: u16, pki: &pki::Pki) -> Result<(), Error> {
@@ -308,7 +302,8 @@ fn write_kwok_config(path: &Path, stages_dir: &Path) -> Result<(), Error> {
     );
     for stage in ["node-initialize", "node-heartbeat-with-lease", "pod-ready", "pod-complete", "pod-delete"] {
         let file = stages_dir.join(format!("{stage}.yaml"));
-        let body = std::fs::read_to_string(&file).map_err(|source| Error::Io { context: format!("reading {}", file.display()), source })?;
+        let body = std::fs::read_to_string(&file)
+            .map_err(|source| Error::Io { context: format!("reading {}", file.display()), source })?;
         text.push_str("---\n");
         text.push_str(&body);
         if !body.ends_with('\n') {

@@ -61,10 +61,8 @@ pub fn shared_control_plane() -> Result<&'static ControlPlane, Error> {
             // Start on a thread of its own: the caller may be inside a runtime
             // that must not be blocked on (or re-entered by) `block_on`.
             std::thread::spawn(|| {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| e.to_string())?;
+                let runtime =
+                    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
                 runtime.block_on(ControlPlane::start()).map_err(|e| e.to_string())
             })
             .join()

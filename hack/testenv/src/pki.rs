@@ -31,13 +31,15 @@ fn tls(context: &str) -> impl FnOnce(rcgen::Error) -> Error + '_ {
 
 /// Writes a fresh CA, serving, admin and service-account keys into `dir`.
 pub fn generate(dir: &Path) -> Result<Pki, Error> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io { context: format!("creating {}", dir.display()), source })?;
+    std::fs::create_dir_all(dir)
+        .map_err(|source| Error::Io { context: format!("creating {}", dir.display()), source })?;
 
     let ca_key = KeyPair::generate().map_err(tls("CA key"))?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(tls("CA params"))?;
     ca_params.distinguished_name.push(DnType::CommonName, "ember-local-ca");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let ca_cert = ca_params.self_signed(&ca_key).map_err(tls("CA certificate"))?;
     let ca = Issuer::new(ca_params, ca_key);
 
@@ -68,7 +70,8 @@ pub fn generate(dir: &Path) -> Result<Pki, Error> {
 
     let write = |name: &str, text: &str| -> Result<PathBuf, Error> {
         let path = dir.join(name);
-        std::fs::write(&path, text).map_err(|source| Error::Io { context: format!("writing {}", path.display()), source })?;
+        std::fs::write(&path, text)
+            .map_err(|source| Error::Io { context: format!("writing {}", path.display()), source })?;
         Ok(path)
     };
     Ok(Pki {

@@ -27,7 +27,11 @@ pub async fn until_async<T>(
 }
 
 /// Blocking variant of [`until_async`] for code outside a runtime.
-pub fn until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<Option<T>, Error>) -> Result<T, Error> {
+pub fn until<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<Option<T>, Error>,
+) -> Result<T, Error> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = check()? {

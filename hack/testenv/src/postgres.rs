@@ -184,7 +184,8 @@ fn unprivileged(program: PathBuf) -> Command {
 
 fn append(path: &Path, text: &str) -> Result<(), Error> {
     use std::io::Write;
-    let mut file = std::fs::File::options().append(true).open(path).map_err(|source| io("opening postgresql.conf", source))?;
+    let mut file =
+        std::fs::File::options().append(true).open(path).map_err(|source| io("opening postgresql.conf", source))?;
     file.write_all(text.as_bytes()).map_err(|source| io("writing postgresql.conf", source))
 }
 
@@ -233,5 +234,7 @@ pub fn binaries_dir() -> Result<PathBuf, Error> {
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .find(|dir| has_server(dir))
-        .ok_or_else(|| Error::Postgres("no PostgreSQL server binaries found (install postgresql, or set EMBER_PG_BIN)".into()))
+        .ok_or_else(|| {
+            Error::Postgres("no PostgreSQL server binaries found (install postgresql, or set EMBER_PG_BIN)".into())
+        })
 }

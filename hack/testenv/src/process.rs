@@ -54,9 +54,7 @@ fn spawn_on_keeper_thread(command: Command) -> std::io::Result<Child> {
         .map_err(|_| std::io::Error::other("process keeper lock poisoned"))?
         .send((command, reply_tx))
         .map_err(|_| std::io::Error::other("process keeper thread is gone"))?;
-    reply_rx
-        .recv()
-        .map_err(|_| std::io::Error::other("process keeper thread did not answer"))?
+    reply_rx.recv().map_err(|_| std::io::Error::other("process keeper thread did not answer"))?
 }
 
 impl Supervised {
@@ -67,28 +65,16 @@ impl Supervised {
             .append(true)
             .open(log_path)
             .map_err(|source| Error::Io { context: format!("opening {}", log_path.display()), source })?;
-        let log_err = log
-            .try_clone()
-            .map_err(|source| Error::Io { context: "cloning a log handle".into(), source })?;
-        command
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .process_group(0);
+        let log_err = log.try_clone().map_err(|source| Error::Io { context: "cloning a log handle".into(), source })?;
+        command.stdin(Stdio::null()).stdout(log).stderr(log_err).process_group(0);
         // SAFETY: the closure only calls prctl(2), which is async-signal-safe
         // and touches no memory of the parent.
         #[allow(unsafe_code)]
         unsafe {
-            command.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
-            });
+            command.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
         }
         let child = spawn_on_keeper_thread(command).map_err(|source| Error::Spawn { name: name.to_owned(), source })?;
-        Ok(Self {
-            name: name.to_owned(),
-            child,
-            log_path: log_path.to_owned(),
-        })
+        Ok(Self { name: name.to_owned(), child, log_path: log_path.to_owned() })
     }
 
     /// The process id (also its process group id).
@@ -106,10 +92,7 @@ impl Supervised {
         if self.is_running() {
             Ok(())
         } else {
-            Err(Error::Exited {
-                name: self.name.clone(),
-                log_tail: self.log_tail(),
-            })
+            Err(Error::Exited { name: self.name.clone(), log_tail: self.log_tail() })
         }
     }
 

@@ -39,7 +39,11 @@ async fn deployment_becomes_available_on_kwok_nodes() {
     let available = poll::until_async("deployment web Available", TIMEOUT, async || {
         let d = deployments.get("web").await.map_err(|e| ember_testenv::Error::Kube(e.to_string()))?;
         let status = d.status.unwrap_or_default();
-        let is_available = status.conditions.unwrap_or_default().iter().any(|c| c.type_.as_deref() == Some("Available") && c.status.as_deref() == Some("True"));
+        let is_available = status
+            .conditions
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_.as_deref() == Some("Available") && c.status.as_deref() == Some("True"));
         Ok((is_available && status.available_replicas == Some(2)).then_some(()))
     })
     .await;
@@ -48,7 +52,14 @@ async fn deployment_becomes_available_on_kwok_nodes() {
     // The pods were bound by the scheduler to simulated nodes.
     let pods = Api::<Pod>::namespaced(client.clone(), ns).list(&ListParams::default().labels("app=web")).await.unwrap();
     assert_eq!(pods.items.len(), 2);
-    let nodes: Vec<String> = Api::<Node>::all(client.clone()).list(&ListParams::default()).await.unwrap().items.into_iter().filter_map(|n| n.metadata.name).collect();
+    let nodes: Vec<String> = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
     for pod in &pods.items {
         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap();
         assert!(nodes.contains(&node), "pod bound to unknown node {node}");

@@ -7,14 +7,16 @@ use sqlx::{Connection, PgConnection};
 
 #[tokio::test]
 async fn two_servers_run_side_by_side_and_answer_queries() {
-    let (a, b) = tokio::task::spawn_blocking(|| (Postgres::start().unwrap(), Postgres::start().unwrap())).await.unwrap();
+    let (a, b) =
+        tokio::task::spawn_blocking(|| (Postgres::start().unwrap(), Postgres::start().unwrap())).await.unwrap();
     assert_ne!(a.port(), b.port());
     let mut conn_a = PgConnection::connect(&a.url()).await.unwrap();
     let mut conn_b = PgConnection::connect(&b.url()).await.unwrap();
     sqlx::query("CREATE TABLE only_in_a (x int)").execute(&mut conn_a).await.unwrap();
     let (one,): (i32,) = sqlx::query_as("SELECT 1").fetch_one(&mut conn_b).await.unwrap();
     assert_eq!(one, 1);
-    let in_b: Option<String> = sqlx::query_scalar("SELECT to_regclass('only_in_a')::text").fetch_one(&mut conn_b).await.unwrap();
+    let in_b: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('only_in_a')::text").fetch_one(&mut conn_b).await.unwrap();
     assert_eq!(in_b, None, "servers must not share data");
 }
 
