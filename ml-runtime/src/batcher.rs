@@ -59,42 +59,25 @@ impl Batcher {
         loaded: oneshot::Sender<Result<T>>,
     ) -> Result<(Self, std::thread::JoinHandle<()>)> {
         if policy.max_batch_size == 0 || policy.queue_capacity == 0 {
-            return Err(Error::Config(
-                "max batch size and queue capacity must be at least 1".into(),
-            ));
+            return Err(Error::Config("max batch size and queue capacity must be at least 1".into()));
         }
         let (queue, jobs) = sync_channel(policy.queue_capacity);
         let depth = Arc::new(AtomicUsize::new(0));
-        let worker = InferenceWorker {
-            jobs,
-            depth: depth.clone(),
-            policy,
-            metrics: metrics.clone(),
-        };
-        let thread = std::thread::Builder::new()
-            .name("ember-inference".into())
-            .spawn(move || {
-                let model = match load_and_warm_up(load) {
-                    Ok((model, info)) => {
-                        let _ = loaded.send(Ok(info));
-                        model
-                    }
-                    Err(error) => {
-                        let _ = loaded.send(Err(error));
-                        return;
-                    }
-                };
-                worker.run(&model);
-            })?;
-        Ok((
-            Self {
-                queue,
-                depth,
-                policy,
-                metrics,
-            },
-            thread,
-        ))
+        let worker = InferenceWorker { jobs, depth: depth.clone(), policy, metrics: metrics.clone() };
+        let thread = std::thread::Builder::new().name("ember-inference".into()).spawn(move || {
+            let model = match load_and_warm_up(load) {
+                Ok((model, info)) => {
+                    let _ = loaded.send(Ok(info));
+                    model
+                }
+                Err(error) => {
+                    let _ = loaded.send(Err(error));
+                    return;
+                }
+            };
+            worker.run(&model);
+        })?;
+        Ok((Self { queue, depth, policy, metrics }, thread))
     }
 
     pub fn policy(&self) -> BatchPolicy {
@@ -107,10 +90,7 @@ impl Batcher {
         if items.is_empty() {
             return Err(Error::BadRequest("the batch is empty".into()));
         }
-        let chunks: Vec<Vec<Item>> = items
-            .chunks(self.policy.max_batch_size)
-            .map(<[Item]>::to_vec)
-            .collect();
+        let chunks: Vec<Vec<Item>> = items.chunks(self.policy.max_batch_size).map(<[Item]>::to_vec).collect();
         // All or nothing: do not start half a request the queue cannot take.
         let capacity = self.policy.queue_capacity;
         let depth = self.depth.load(Ordering::Acquire);
@@ -121,10 +101,7 @@ impl Batcher {
         for chunk in chunks {
             let (reply, answer) = oneshot::channel();
             self.depth.fetch_add(1, Ordering::AcqRel);
-            match self.queue.try_send(Job {
-                items: chunk,
-                reply,
-            }) {
+            match self.queue.try_send(Job { items: chunk, reply }) {
                 Ok(()) => replies.push(answer),
                 Err(TrySendError::Full(_)) => {
                     self.depth.fetch_sub(1, Ordering::AcqRel);
@@ -136,13 +113,12 @@ impl Batcher {
                 }
             }
         }
-        self.metrics
-            .set_queue_depth(self.depth.load(Ordering::Acquire));
+        self.metrics.set_queue_depth(self.depth.load(Ordering::Acquire));
         let mut outputs = Vec::new();
         for answer in replies {
-            let chunk = answer.await.map_err(|_| {
-                Error::Inference("the inference thread stopped before answering".into())
-            })??;
+            let chunk = answer
+                .await
+                .map_err(|_| Error::Inference("the inference thread stopped before answering".into()))??;
             outputs.extend(chunk);
         }
         Ok(outputs)
@@ -150,15 +126,11 @@ impl Batcher {
 
     fn shed(&self) -> Error {
         self.metrics.count_shed();
-        Error::QueueFull {
-            capacity: self.policy.queue_capacity,
-        }
+        Error::QueueFull { capacity: self.policy.queue_capacity }
     }
 }
 
-fn load_and_warm_up<T>(
-    load: impl FnOnce() -> Result<(Model, T)>,
-) -> Result<(Model, T)> {
+fn load_and_warm_up<T>(load: impl FnOnce() -> Result<(Model, T)>) -> Result<(Model, T)> {
     let (model, info) = catch_panics(load)?;
     let warmup = model.warmup_item();
     let started = Instant::now();
@@ -253,8 +225,7 @@ impl InferenceWorker {
         let total = items.len();
         let started = Instant::now();
         let result = catch_panics(|| model.infer(items));
-        self.metrics
-            .observe_batch(total, started.elapsed().as_secs_f64());
+        self.metrics.observe_batch(total, started.elapsed().as_secs_f64());
         match result {
             Ok(outputs) if outputs.len() == total => {
                 let mut outputs = outputs.into_iter();

@@ -17,11 +17,7 @@ pub enum Error {
 
     /// A downloaded or local file whose digest is not the one we were told.
     #[error("sha256 mismatch for {uri}: expected {expected}, got {actual}; refusing to load it")]
-    ChecksumMismatch {
-        uri: String,
-        expected: String,
-        actual: String,
-    },
+    ChecksumMismatch { uri: String, expected: String, actual: String },
 
     /// Fetching a remote model file failed for good (after retries).
     #[error("fetching {uri}: {message}")]
@@ -65,9 +61,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Builds a [`Error::ModelFile`] from anything displayable.
     pub fn model_file(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
-        Self::ModelFile {
-            path: path.into(),
-            message: message.to_string(),
-        }
+        Self::ModelFile { path: path.into(), message: message.to_string() }
     }
 }

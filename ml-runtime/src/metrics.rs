@@ -46,63 +46,19 @@ impl Metrics {
         let queue_depth = Gauge::default();
         let shed = Counter::default();
         let ready = Gauge::default();
-        registry.register(
-            "http_requests",
-            "HTTP requests by route and status code",
-            requests.clone(),
-        );
-        registry.register(
-            "http_request_duration_seconds",
-            "HTTP request latency by route",
-            request_seconds.clone(),
-        );
-        registry.register(
-            "batch_size",
-            "Items per model invocation",
-            batch_size.clone(),
-        );
-        registry.register(
-            "inference_duration_seconds",
-            "Time the model spent on one batch",
-            inference_seconds.clone(),
-        );
-        registry.register(
-            "queue_depth",
-            "Requests waiting for the inference thread",
-            queue_depth.clone(),
-        );
-        registry.register(
-            "load_shed",
-            "Requests refused because the queue was full",
-            shed.clone(),
-        );
-        registry.register(
-            "model_ready",
-            "1 once the model is loaded and warmed up",
-            ready.clone(),
-        );
-        Self {
-            registry,
-            requests,
-            request_seconds,
-            batch_size,
-            inference_seconds,
-            queue_depth,
-            shed,
-            ready,
-        }
+        registry.register("http_requests", "HTTP requests by route and status code", requests.clone());
+        registry.register("http_request_duration_seconds", "HTTP request latency by route", request_seconds.clone());
+        registry.register("batch_size", "Items per model invocation", batch_size.clone());
+        registry.register("inference_duration_seconds", "Time the model spent on one batch", inference_seconds.clone());
+        registry.register("queue_depth", "Requests waiting for the inference thread", queue_depth.clone());
+        registry.register("load_shed", "Requests refused because the queue was full", shed.clone());
+        registry.register("model_ready", "1 once the model is loaded and warmed up", ready.clone());
+        Self { registry, requests, request_seconds, batch_size, inference_seconds, queue_depth, shed, ready }
     }
 
     pub fn observe_request(&self, route: &str, status: u16, seconds: f64) {
-        self.requests
-            .get_or_create(&vec![
-                ("route", route.to_owned()),
-                ("code", status.to_string()),
-            ])
-            .inc();
-        self.request_seconds
-            .get_or_create(&vec![("route", route.to_owned())])
-            .observe(seconds);
+        self.requests.get_or_create(&vec![("route", route.to_owned()), ("code", status.to_string())]).inc();
+        self.request_seconds.get_or_create(&vec![("route", route.to_owned())]).observe(seconds);
     }
 
     pub fn observe_batch(&self, items: usize, seconds: f64) {

@@ -39,17 +39,11 @@ impl FileSource {
             Some(hex_digest) => {
                 let digest = hex_digest.trim().to_ascii_lowercase();
                 if digest.len() != 64 || !digest.chars().all(|c| c.is_ascii_hexdigit()) {
-                    return Err(Error::Config(format!(
-                        "sha256 for {} must be 64 hex characters",
-                        self.uri
-                    )));
+                    return Err(Error::Config(format!("sha256 for {} must be 64 hex characters", self.uri)));
                 }
                 Ok(Some(digest))
             }
-            None if self.is_remote() => Err(Error::Config(format!(
-                "{} is a URL: its sha256 is mandatory",
-                self.uri
-            ))),
+            None if self.is_remote() => Err(Error::Config(format!("{} is a URL: its sha256 is mandatory", self.uri))),
             None => Ok(None),
         }
     }
@@ -80,11 +74,7 @@ pub async fn resolve(source: &FileSource, policy: &FetchPolicy) -> Result<PathBu
                 // Never keep a bad download under the name of a good digest.
                 let _ = tokio::fs::remove_file(&path).await;
             }
-            return Err(Error::ChecksumMismatch {
-                uri: source.uri.clone(),
-                expected,
-                actual,
-            });
+            return Err(Error::ChecksumMismatch { uri: source.uri.clone(), expected, actual });
         }
     }
     Ok(path)
@@ -104,10 +94,7 @@ pub async fn sha256_of(path: &Path) -> Result<String> {
 }
 
 async fn download_with_retries(uri: &str, target: &Path, policy: &FetchPolicy) -> Result<()> {
-    let client = reqwest::Client::builder()
-        .timeout(policy.timeout)
-        .build()
-        .map_err(|e| fetch_error(uri, e))?;
+    let client = reqwest::Client::builder().timeout(policy.timeout).build().map_err(|e| fetch_error(uri, e))?;
     let mut last_error = None;
     for attempt in 1..=policy.attempts.max(1) {
         match download_once(&client, uri, target, policy.max_bytes).await {
@@ -130,10 +117,7 @@ enum Retry {
 }
 
 fn fetch_error(uri: &str, message: impl std::fmt::Display) -> Error {
-    Error::Fetch {
-        uri: uri.to_owned(),
-        message: message.to_string(),
-    }
+    Error::Fetch { uri: uri.to_owned(), message: message.to_string() }
 }
 
 async fn download_once(
@@ -142,11 +126,7 @@ async fn download_once(
     target: &Path,
     max_bytes: u64,
 ) -> std::result::Result<(), Retry> {
-    let response = client
-        .get(uri)
-        .send()
-        .await
-        .map_err(|e| Retry::Yes(fetch_error(uri, e)))?;
+    let response = client.get(uri).send().await.map_err(|e| Retry::Yes(fetch_error(uri, e)))?;
     let status = response.status();
     if !status.is_success() {
         let error = fetch_error(uri, format!("HTTP {status}"));
@@ -158,34 +138,23 @@ async fn download_once(
         });
     }
     if response.content_length().is_some_and(|len| len > max_bytes) {
-        return Err(Retry::No(fetch_error(
-            uri,
-            format!("file is larger than the limit of {max_bytes} bytes"),
-        )));
+        return Err(Retry::No(fetch_error(uri, format!("file is larger than the limit of {max_bytes} bytes"))));
     }
     let dir = target.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Retry::No(Error::model_file(dir, e)))?;
     // Write to a temporary file in the same directory and rename at the end,
     // so a crash never leaves a partial file under the final name.
-    let mut partial = tempfile::NamedTempFile::new_in(dir)
-        .map_err(|e| Retry::No(Error::model_file(dir, e)))?;
+    let mut partial = tempfile::NamedTempFile::new_in(dir).map_err(|e| Retry::No(Error::model_file(dir, e)))?;
     let mut received: u64 = 0;
     let mut body = response.bytes_stream();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| Retry::Yes(fetch_error(uri, e)))?;
         received += chunk.len() as u64;
         if received > max_bytes {
-            return Err(Retry::No(fetch_error(
-                uri,
-                format!("file is larger than the limit of {max_bytes} bytes"),
-            )));
+            return Err(Retry::No(fetch_error(uri, format!("file is larger than the limit of {max_bytes} bytes"))));
         }
-        partial
-            .write_all(&chunk)
-            .map_err(|e| Retry::No(Error::model_file(target, e)))?;
+        partial.write_all(&chunk).map_err(|e| Retry::No(Error::model_file(target, e)))?;
     }
-    partial
-        .persist(target)
-        .map_err(|e| Retry::No(Error::model_file(target, e.error)))?;
+    partial.persist(target).map_err(|e| Retry::No(Error::model_file(target, e.error)))?;
     Ok(())
 }

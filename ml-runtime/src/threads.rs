@@ -32,13 +32,7 @@ fn parse_cpu_max(text: &str) -> Option<usize> {
 }
 
 fn cgroup_v1_quota(dir: &Path) -> Option<usize> {
-    let read = |name: &str| -> Option<f64> {
-        std::fs::read_to_string(dir.join(name))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    };
+    let read = |name: &str| -> Option<f64> { std::fs::read_to_string(dir.join(name)).ok()?.trim().parse().ok() };
     let quota = read("cpu.cfs_quota_us")?;
     if quota <= 0.0 {
         return None;

@@ -24,14 +24,11 @@ impl TextTokenizer {
     /// Loads `tokenizer.json`, truncating every input at `max_tokens`
     /// (special tokens included) and padding nothing.
     pub fn from_file(path: &Path, max_tokens: usize) -> Result<Self> {
-        let mut inner = Tokenizer::from_file(path)
-            .map_err(|e| Error::model_file(path, format!("not a tokenizer.json: {e}")))?;
+        let mut inner =
+            Tokenizer::from_file(path).map_err(|e| Error::model_file(path, format!("not a tokenizer.json: {e}")))?;
         inner.with_padding(None);
         inner
-            .with_truncation(Some(TruncationParams {
-                max_length: max_tokens,
-                ..TruncationParams::default()
-            }))
+            .with_truncation(Some(TruncationParams { max_length: max_tokens, ..TruncationParams::default() }))
             .map_err(|e| Error::model_file(path, format!("truncation settings: {e}")))?;
         Ok(Self { inner, max_tokens })
     }
@@ -47,10 +44,7 @@ impl TextTokenizer {
             .inner
             .encode_batch_fast(inputs, true)
             .map_err(|e| Error::BadRequest(format!("tokenisation failed: {e}")))?;
-        Ok(encodings
-            .iter()
-            .map(|e| e.get_ids().iter().map(|&id| i64::from(id)).collect())
-            .collect())
+        Ok(encodings.iter().map(|e| e.get_ids().iter().map(|&id| i64::from(id)).collect()).collect())
     }
 }
 
@@ -62,12 +56,7 @@ pub fn pad_to_longest(sequences: &[Vec<i64>]) -> TokenBatch {
         ids.extend_from_slice(seq);
         ids.resize(ids.len() + seq_len - seq.len(), 0);
     }
-    TokenBatch {
-        batch: sequences.len(),
-        seq_len,
-        ids,
-        lengths: sequences.iter().map(Vec::len).collect(),
-    }
+    TokenBatch { batch: sequences.len(), seq_len, ids, lengths: sequences.iter().map(Vec::len).collect() }
 }
 
 #[cfg(test)]

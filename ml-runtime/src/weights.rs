@@ -34,10 +34,7 @@ impl SafetensorsFile {
         let bytes = std::fs::read(path).map_err(|e| Error::model_file(path, e))?;
         SafeTensors::deserialize(&bytes)
             .map_err(|e| Error::model_file(path, format!("not a valid safetensors file: {e}")))?;
-        Ok(Self {
-            path: path.to_owned(),
-            bytes,
-        })
+        Ok(Self { path: path.to_owned(), bytes })
     }
 
     /// Wraps bytes already in memory (used by tests that build small models).
@@ -45,10 +42,7 @@ impl SafetensorsFile {
         let path = path.into();
         SafeTensors::deserialize(&bytes)
             .map_err(|e| Error::model_file(&path, format!("not a valid safetensors file: {e}")))?;
-        Ok(Self {
-            path,
-            bytes,
-        })
+        Ok(Self { path, bytes })
     }
 
     fn parsed(&self) -> Result<SafeTensors<'_>> {
@@ -57,20 +51,13 @@ impl SafetensorsFile {
 
     /// Tensor names as stored in the file.
     pub fn names(&self) -> Result<Vec<String>> {
-        Ok(self
-            .parsed()?
-            .names()
-            .into_iter()
-            .map(str::to_owned)
-            .collect())
+        Ok(self.parsed()?.names().into_iter().map(str::to_owned).collect())
     }
 
     /// The stored name of `name`: itself, or under the wrapped-model prefix.
     fn resolve(&self, parsed: &SafeTensors<'_>, name: &str) -> Option<String> {
         let wrapped = format!("{WRAPPED_MODEL_PREFIX}{name}");
-        [name.to_owned(), wrapped]
-            .into_iter()
-            .find(|candidate| parsed.tensor(candidate).is_ok())
+        [name.to_owned(), wrapped].into_iter().find(|candidate| parsed.tensor(candidate).is_ok())
     }
 
     /// Shape of tensor `name`, if the file has it.
@@ -86,24 +73,15 @@ impl SafetensorsFile {
         let full = self
             .resolve(&parsed, name)
             .ok_or_else(|| Error::model_file(&self.path, format!("missing tensor '{name}'")))?;
-        let view = parsed
-            .tensor(&full)
-            .map_err(|e| Error::model_file(&self.path, e))?;
+        let view = parsed.tensor(&full).map_err(|e| Error::model_file(&self.path, e))?;
         if view.shape() != expected_shape {
             return Err(Error::model_file(
                 &self.path,
-                format!(
-                    "tensor '{full}' has shape {:?}, the config implies {expected_shape:?}",
-                    view.shape()
-                ),
+                format!("tensor '{full}' has shape {:?}, the config implies {expected_shape:?}", view.shape()),
             ));
         }
         let values = match view.dtype() {
-            Dtype::F32 => view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
+            Dtype::F32 => view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
             other => {
                 return Err(Error::model_file(
                     &self.path,
@@ -111,10 +89,7 @@ impl SafetensorsFile {
                 ));
             }
         };
-        Ok(HostTensor {
-            shape: view.shape().to_vec(),
-            values,
-        })
+        Ok(HostTensor { shape: view.shape().to_vec(), values })
     }
 }
 
@@ -129,10 +104,7 @@ impl HostTensor {
                 values[c * rows + r] = self.values[r * cols + c];
             }
         }
-        HostTensor {
-            shape: vec![cols, rows],
-            values,
-        }
+        HostTensor { shape: vec![cols, rows], values }
     }
 
     /// Joins matrices along their columns (`[in, a] ++ [in, b] -> [in, a+b]`),
@@ -141,10 +113,7 @@ impl HostTensor {
     pub fn concat_columns(parts: &[HostTensor]) -> HostTensor {
         if parts.iter().all(|p| p.shape.len() == 1) {
             let values: Vec<f32> = parts.iter().flat_map(|p| p.values.iter().copied()).collect();
-            return HostTensor {
-                shape: vec![values.len()],
-                values,
-            };
+            return HostTensor { shape: vec![values.len()], values };
         }
         let rows = parts[0].shape[0];
         let cols: usize = parts.iter().map(|p| p.shape[1]).sum();
@@ -155,10 +124,7 @@ impl HostTensor {
                 values.extend_from_slice(&p.values[r * w..(r + 1) * w]);
             }
         }
-        HostTensor {
-            shape: vec![rows, cols],
-            values,
-        }
+        HostTensor { shape: vec![rows, cols], values }
     }
 
     /// Uploads to `device` as a rank-`D` tensor.
@@ -172,10 +138,7 @@ mod tests {
     use super::*;
 
     fn matrix(rows: usize, cols: usize) -> HostTensor {
-        HostTensor {
-            shape: vec![rows, cols],
-            values: (0..rows * cols).map(|v| v as f32).collect(),
-        }
+        HostTensor { shape: vec![rows, cols], values: (0..rows * cols).map(|v| v as f32).collect() }
     }
 
     #[test]

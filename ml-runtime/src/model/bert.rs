@@ -53,23 +53,15 @@ impl BertConfig {
     /// Parses and sanity-checks `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::model_file(path, e))?;
-        let config: Self = serde_json::from_str(&text)
-            .map_err(|e| Error::model_file(path, format!("not a BERT config.json: {e}")))?;
-        if config.num_attention_heads == 0
-            || config.hidden_size % config.num_attention_heads != 0
-        {
-            return Err(Error::model_file(
-                path,
-                "hidden_size must be a multiple of num_attention_heads",
-            ));
+        let config: Self =
+            serde_json::from_str(&text).map_err(|e| Error::model_file(path, format!("not a BERT config.json: {e}")))?;
+        if config.num_attention_heads == 0 || !config.hidden_size.is_multiple_of(config.num_attention_heads) {
+            return Err(Error::model_file(path, "hidden_size must be a multiple of num_attention_heads"));
         }
         if config.hidden_act != "gelu" {
             return Err(Error::model_file(
                 path,
-                format!(
-                    "hidden_act '{}' is not supported (only exact 'gelu')",
-                    config.hidden_act
-                ),
+                format!("hidden_act '{}' is not supported (only exact 'gelu')", config.hidden_act),
             ));
         }
         Ok(config)
@@ -132,9 +124,7 @@ pub struct ClassifierHead {
 
 fn dense(file: &SafetensorsFile, prefix: &str, inp: usize, out: usize) -> Result<HostDense> {
     Ok(HostDense {
-        weight: file
-            .host_tensor(&format!("{prefix}.weight"), &[out, inp])?
-            .transposed(),
+        weight: file.host_tensor(&format!("{prefix}.weight"), &[out, inp])?.transposed(),
         bias: file.host_tensor(&format!("{prefix}.bias"), &[out])?,
     })
 }
@@ -146,21 +136,14 @@ struct HostDense {
 
 impl HostDense {
     fn upload(self, device: &Device) -> Dense {
-        Dense {
-            weight: self.weight.to_device(device),
-            bias: self.bias.to_device(device),
-        }
+        Dense { weight: self.weight.to_device(device), bias: self.bias.to_device(device) }
     }
 }
 
 fn norm(file: &SafetensorsFile, prefix: &str, width: usize, device: &Device) -> Result<Norm> {
     Ok(Norm {
-        gamma: file
-            .host_tensor(&format!("{prefix}.weight"), &[width])?
-            .to_device(device),
-        beta: file
-            .host_tensor(&format!("{prefix}.bias"), &[width])?
-            .to_device(device),
+        gamma: file.host_tensor(&format!("{prefix}.weight"), &[width])?.to_device(device),
+        beta: file.host_tensor(&format!("{prefix}.bias"), &[width])?.to_device(device),
     })
 }
 
@@ -168,24 +151,13 @@ impl BertEncoder {
     /// Loads every encoder tensor; a missing or mis-shaped one is an error.
     pub fn load(config: BertConfig, file: &SafetensorsFile, device: &Device) -> Result<Self> {
         let h = config.hidden_size;
-        let word = file.host_tensor(
-            "embeddings.word_embeddings.weight",
-            &[config.vocab_size, h],
-        )?;
-        let position = file.host_tensor(
-            "embeddings.position_embeddings.weight",
-            &[config.max_position_embeddings, h],
-        )?;
-        let token_type = file.host_tensor(
-            "embeddings.token_type_embeddings.weight",
-            &[config.type_vocab_size, h],
-        )?;
+        let word = file.host_tensor("embeddings.word_embeddings.weight", &[config.vocab_size, h])?;
+        let position =
+            file.host_tensor("embeddings.position_embeddings.weight", &[config.max_position_embeddings, h])?;
+        let token_type = file.host_tensor("embeddings.token_type_embeddings.weight", &[config.type_vocab_size, h])?;
         // Single-segment inputs only: every token has type 0, so the whole
         // token-type lookup is one broadcast row.
-        let token_type_row = HostTensor {
-            shape: vec![h],
-            values: token_type.values[..h].to_vec(),
-        };
+        let token_type_row = HostTensor { shape: vec![h], values: token_type.values[..h].to_vec() };
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("encoder.layer.{i}");
@@ -199,11 +171,9 @@ impl BertEncoder {
             let inter = config.intermediate_size;
             layers.push(EncoderLayer {
                 qkv: qkv.upload(device),
-                attention_out: dense(file, &format!("{p}.attention.output.dense"), h, h)?
-                    .upload(device),
+                attention_out: dense(file, &format!("{p}.attention.output.dense"), h, h)?.upload(device),
                 attention_norm: norm(file, &format!("{p}.attention.output.LayerNorm"), h, device)?,
-                intermediate: dense(file, &format!("{p}.intermediate.dense"), h, inter)?
-                    .upload(device),
+                intermediate: dense(file, &format!("{p}.intermediate.dense"), h, inter)?.upload(device),
                 output: dense(file, &format!("{p}.output.dense"), inter, h)?.upload(device),
                 output_norm: norm(file, &format!("{p}.output.LayerNorm"), h, device)?,
             });
@@ -236,31 +206,18 @@ impl BertEncoder {
         let head_dim = h / heads;
         let eps = self.config.layer_norm_eps;
 
-        let ids: Tensor<2, Int> = Tensor::from_data(
-            TensorData::new(tokens.ids.clone(), [b, n]),
-            &self.device,
-        );
+        let ids: Tensor<2, Int> = Tensor::from_data(TensorData::new(tokens.ids.clone(), [b, n]), &self.device);
         let positions = self.position_embeddings.clone().narrow(0, 0, n);
         let mut x = embedding(self.word_embeddings.clone(), ids)
             + positions.unsqueeze::<3>()
             + self.token_type_row.clone().unsqueeze::<3>();
-        x = layer_norm(
-            x,
-            self.embeddings_norm.gamma.clone(),
-            Some(self.embeddings_norm.beta.clone()),
-            eps,
-        );
+        x = layer_norm(x, self.embeddings_norm.gamma.clone(), Some(self.embeddings_norm.beta.clone()), eps);
 
         // Keys at padded positions are masked out (true = masked). Rows of
         // equal length need no mask at all.
         let mask = (tokens.lengths.iter().any(|&len| len < n)).then(|| {
-            let pad: Vec<bool> = tokens
-                .lengths
-                .iter()
-                .flat_map(|&len| (0..n).map(move |j| j >= len))
-                .collect();
-            Tensor::<4, Bool>::from_data(TensorData::new(pad, [b, 1, 1, n]), &self.device)
-                .expand([b, heads, n, n])
+            let pad: Vec<bool> = tokens.lengths.iter().flat_map(|&len| (0..n).map(move |j| j >= len)).collect();
+            Tensor::<4, Bool>::from_data(TensorData::new(pad, [b, 1, 1, n]), &self.device).expand([b, heads, n, n])
         });
 
         for layer in &self.layers {
@@ -273,29 +230,17 @@ impl BertEncoder {
             let context = attention(q, k, v, mask.clone(), None, AttentionModuleOptions::default())
                 .swap_dims(1, 2)
                 .reshape([b, n, h]);
-            let attended = linear(
-                context,
-                layer.attention_out.weight.clone(),
-                Some(layer.attention_out.bias.clone()),
-            );
+            let attended = linear(context, layer.attention_out.weight.clone(), Some(layer.attention_out.bias.clone()));
             x = layer_norm(
                 x + attended,
                 layer.attention_norm.gamma.clone(),
                 Some(layer.attention_norm.beta.clone()),
                 eps,
             );
-            let inner = gelu(linear(
-                x.clone(),
-                layer.intermediate.weight.clone(),
-                Some(layer.intermediate.bias.clone()),
-            ));
+            let inner =
+                gelu(linear(x.clone(), layer.intermediate.weight.clone(), Some(layer.intermediate.bias.clone())));
             let out = linear(inner, layer.output.weight.clone(), Some(layer.output.bias.clone()));
-            x = layer_norm(
-                x + out,
-                layer.output_norm.gamma.clone(),
-                Some(layer.output_norm.beta.clone()),
-                eps,
-            );
+            x = layer_norm(x + out, layer.output_norm.gamma.clone(), Some(layer.output_norm.beta.clone()), eps);
         }
         x
     }
@@ -304,11 +249,8 @@ impl BertEncoder {
     /// pooling for all-MiniLM-L6-v2. Returns `[batch, hidden]`.
     pub fn mean_pooled_normalised(&self, tokens: &TokenBatch, hidden: Tensor<3>) -> Tensor<2> {
         let (b, n) = (tokens.batch, tokens.seq_len);
-        let weights: Vec<f32> = tokens
-            .lengths
-            .iter()
-            .flat_map(|&len| (0..n).map(move |j| if j < len { 1.0 } else { 0.0 }))
-            .collect();
+        let weights: Vec<f32> =
+            tokens.lengths.iter().flat_map(|&len| (0..n).map(move |j| if j < len { 1.0 } else { 0.0 })).collect();
         let mask = Tensor::<3>::from_data(TensorData::new(weights, [b, n, 1]), &self.device);
         let counts = mask.clone().sum_dim(1).clamp_min(1e-9); // [b, 1, 1]
         let mean = (hidden * mask).sum_dim(1) / counts; // [b, 1, h]
@@ -332,13 +274,7 @@ impl ClassifierHead {
             }
         };
         let labels = (0..classes)
-            .map(|i| {
-                config
-                    .id2label
-                    .get(&i.to_string())
-                    .cloned()
-                    .unwrap_or_else(|| format!("LABEL_{i}"))
-            })
+            .map(|i| config.id2label.get(&i.to_string()).cloned().unwrap_or_else(|| format!("LABEL_{i}")))
             .collect();
         Ok(Self {
             pooler: dense(file, "pooler.dense", h, h)?.upload(device),
@@ -351,15 +287,7 @@ impl ClassifierHead {
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<2> {
         let [b, _, h] = hidden.dims();
         let cls = hidden.narrow(1, 0, 1).reshape([b, h]);
-        let pooled = tanh(linear(
-            cls,
-            self.pooler.weight.clone(),
-            Some(self.pooler.bias.clone()),
-        ));
-        linear(
-            pooled,
-            self.classifier.weight.clone(),
-            Some(self.classifier.bias.clone()),
-        )
+        let pooled = tanh(linear(cls, self.pooler.weight.clone(), Some(self.pooler.bias.clone())));
+        linear(pooled, self.classifier.weight.clone(), Some(self.classifier.bias.clone()))
     }
 }

@@ -48,19 +48,15 @@ fn default_activation() -> Activation {
 impl MlpConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::model_file(path, e))?;
-        let config: Self = serde_json::from_str(&text)
-            .map_err(|e| Error::model_file(path, format!("not an MLP config: {e}")))?;
+        let config: Self =
+            serde_json::from_str(&text).map_err(|e| Error::model_file(path, format!("not an MLP config: {e}")))?;
         if config.input_size == 0 || config.output_size == 0 || config.hidden_sizes.contains(&0) {
             return Err(Error::model_file(path, "layer sizes must be positive"));
         }
         if !config.labels.is_empty() && config.labels.len() != config.output_size {
             return Err(Error::model_file(
                 path,
-                format!(
-                    "{} labels for {} outputs",
-                    config.labels.len(),
-                    config.output_size
-                ),
+                format!("{} labels for {} outputs", config.labels.len(), config.output_size),
             ));
         }
         Ok(config)
@@ -76,10 +72,7 @@ impl MlpConfig {
 
     /// Class name for output `i`.
     pub fn label(&self, i: usize) -> String {
-        self.labels
-            .get(i)
-            .cloned()
-            .unwrap_or_else(|| format!("LABEL_{i}"))
+        self.labels.get(i).cloned().unwrap_or_else(|| format!("LABEL_{i}"))
     }
 }
 
@@ -99,21 +92,13 @@ impl Mlp {
             .enumerate()
             .map(|(i, pair)| {
                 let (inp, out) = (pair[0], pair[1]);
-                let weight = file
-                    .host_tensor(&format!("layers.{i}.weight"), &[out, inp])?
-                    .transposed()
-                    .to_device(device);
-                let bias = file
-                    .host_tensor(&format!("layers.{i}.bias"), &[out])?
-                    .to_device(device);
+                let weight =
+                    file.host_tensor(&format!("layers.{i}.weight"), &[out, inp])?.transposed().to_device(device);
+                let bias = file.host_tensor(&format!("layers.{i}.bias"), &[out])?.to_device(device);
                 Ok((weight, bias))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            config,
-            device: device.clone(),
-            layers,
-        })
+        Ok(Self { config, device: device.clone(), layers })
     }
 
     pub fn config(&self) -> &MlpConfig {
@@ -123,10 +108,7 @@ impl Mlp {
     /// Runs `rows` feature rows (`rows * input_size` values, row-major);
     /// returns raw outputs `[rows, output_size]`.
     pub fn forward(&self, rows: usize, features: Vec<f32>) -> Tensor<2> {
-        let mut x = Tensor::<2>::from_data(
-            TensorData::new(features, [rows, self.config.input_size]),
-            &self.device,
-        );
+        let mut x = Tensor::<2>::from_data(TensorData::new(features, [rows, self.config.input_size]), &self.device);
         let last = self.layers.len() - 1;
         for (i, (weight, bias)) in self.layers.iter().enumerate() {
             x = linear(x, weight.clone(), Some(bias.clone()));

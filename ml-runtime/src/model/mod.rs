@@ -69,20 +69,14 @@ pub struct ModelFiles<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InputKind {
     /// Text (or token ids from the model's vocabulary).
-    Text {
-        vocab_size: usize,
-        max_positions: usize,
-    },
+    Text { vocab_size: usize, max_positions: usize },
     /// Numeric rows of `width` features.
     Features { width: usize },
 }
 
 impl InputKind {
     fn text(encoder: &BertEncoder) -> Self {
-        InputKind::Text {
-            vocab_size: encoder.config().vocab_size,
-            max_positions: encoder.max_positions(),
-        }
+        InputKind::Text { vocab_size: encoder.config().vocab_size, max_positions: encoder.max_positions() }
     }
 }
 
@@ -105,27 +99,18 @@ impl ModelInfo {
         match (&self.input, item) {
             (InputKind::Features { width }, Item::Features(row)) => {
                 if row.len() != *width {
-                    return Err(Error::BadRequest(format!(
-                        "each row needs {width} features, got {}",
-                        row.len()
-                    )));
+                    return Err(Error::BadRequest(format!("each row needs {width} features, got {}", row.len())));
                 }
                 if row.iter().any(|v| !v.is_finite()) {
                     return Err(Error::BadRequest("features must be finite numbers".into()));
                 }
                 Ok(())
             }
-            (InputKind::Features { .. }, _) => Err(Error::BadRequest(
-                "this model takes numeric feature rows (FP32), not text or token ids".into(),
-            )),
+            (InputKind::Features { .. }, _) => {
+                Err(Error::BadRequest("this model takes numeric feature rows (FP32), not text or token ids".into()))
+            }
             (InputKind::Text { .. }, Item::Text(_)) => Ok(()),
-            (
-                InputKind::Text {
-                    vocab_size,
-                    max_positions,
-                },
-                Item::Tokens(ids),
-            ) => {
+            (InputKind::Text { vocab_size, max_positions }, Item::Tokens(ids)) => {
                 if ids.is_empty() {
                     return Err(Error::BadRequest("a token sequence is empty".into()));
                 }
@@ -137,35 +122,25 @@ impl ModelInfo {
                 }
                 let vocab = *vocab_size as i64;
                 if let Some(bad) = ids.iter().find(|&&id| id < 0 || id >= vocab) {
-                    return Err(Error::BadRequest(format!(
-                        "token id {bad} is outside the vocabulary of {vocab}"
-                    )));
+                    return Err(Error::BadRequest(format!("token id {bad} is outside the vocabulary of {vocab}")));
                 }
                 Ok(())
             }
-            (InputKind::Text { .. }, Item::Features(_)) => Err(Error::BadRequest(
-                "this model takes text (BYTES) or token ids (INT64), not features".into(),
-            )),
+            (InputKind::Text { .. }, Item::Features(_)) => {
+                Err(Error::BadRequest("this model takes text (BYTES) or token ids (INT64), not features".into()))
+            }
         }
     }
 }
 
-/// A loaded model, ready to run batches.
+/// A loaded model, ready to run batches. There is one per process, so the
+/// size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Model {
-    TextEmbedding {
-        encoder: BertEncoder,
-        tokenizer: TextTokenizer,
-    },
-    TextClassifier {
-        encoder: BertEncoder,
-        head: ClassifierHead,
-        tokenizer: TextTokenizer,
-    },
-    Tabular {
-        mlp: Mlp,
-        task: Task,
-    },
+    TextEmbedding { encoder: BertEncoder, tokenizer: TextTokenizer },
+    TextClassifier { encoder: BertEncoder, head: ClassifierHead, tokenizer: TextTokenizer },
+    Tabular { mlp: Mlp, task: Task },
 }
 
 /// Length buckets for text: a batch is split into sub-batches whose rows
@@ -186,40 +161,31 @@ impl Model {
         match (architecture, task) {
             (Architecture::Bert, Task::Embedding | Task::Classification) => {
                 let config = BertConfig::from_file(files.config)?;
-                let tokenizer_path = files.tokenizer.ok_or_else(|| {
-                    Error::Config("architecture 'bert' needs --tokenizer-uri".to_owned())
-                })?;
-                let tokenizer = TextTokenizer::from_file(
-                    tokenizer_path,
-                    max_tokens.min(config.max_position_embeddings),
-                )?;
+                let tokenizer_path = files
+                    .tokenizer
+                    .ok_or_else(|| Error::Config("architecture 'bert' needs --tokenizer-uri".to_owned()))?;
+                let tokenizer =
+                    TextTokenizer::from_file(tokenizer_path, max_tokens.min(config.max_position_embeddings))?;
                 let head = match task {
                     Task::Classification => Some(ClassifierHead::load(&config, &weights, device)?),
                     _ => None,
                 };
                 let encoder = BertEncoder::load(config, &weights, device)?;
                 Ok(match head {
-                    Some(head) => Model::TextClassifier {
-                        encoder,
-                        head,
-                        tokenizer,
-                    },
+                    Some(head) => Model::TextClassifier { encoder, head, tokenizer },
                     None => Model::TextEmbedding { encoder, tokenizer },
                 })
             }
-            (Architecture::Bert, Task::Regression) => Err(Error::Config(
-                "architecture 'bert' serves tasks 'embedding' and 'classification'".to_owned(),
-            )),
+            (Architecture::Bert, Task::Regression) => {
+                Err(Error::Config("architecture 'bert' serves tasks 'embedding' and 'classification'".to_owned()))
+            }
             (Architecture::Mlp, Task::Classification | Task::Regression) => {
                 let config = MlpConfig::from_file(files.config)?;
-                Ok(Model::Tabular {
-                    mlp: Mlp::load(config, &weights, device)?,
-                    task,
-                })
+                Ok(Model::Tabular { mlp: Mlp::load(config, &weights, device)?, task })
             }
-            (Architecture::Mlp, Task::Embedding) => Err(Error::Config(
-                "architecture 'mlp' serves tasks 'classification' and 'regression'".to_owned(),
-            )),
+            (Architecture::Mlp, Task::Embedding) => {
+                Err(Error::Config("architecture 'mlp' serves tasks 'classification' and 'regression'".to_owned()))
+            }
         }
     }
 
@@ -247,9 +213,7 @@ impl Model {
                     architecture,
                     task: *task,
                     output_width: config.output_size,
-                    input: InputKind::Features {
-                        width: config.input_size,
-                    },
+                    input: InputKind::Features { width: config.input_size },
                     labels: (*task == Task::Classification)
                         .then(|| (0..config.output_size).map(|i| config.label(i)).collect()),
                 }
@@ -290,11 +254,7 @@ impl Model {
                     encoder.mean_pooled_normalised(batch, hidden)
                 })
             }
-            Model::TextClassifier {
-                encoder,
-                head,
-                tokenizer,
-            } => {
+            Model::TextClassifier { encoder, head, tokenizer } => {
                 let sequences = self.token_sequences(tokenizer, items)?;
                 run_bucketed(&sequences, |batch| head.logits(encoder.forward(batch)))
             }
@@ -315,9 +275,7 @@ impl Model {
         items
             .into_iter()
             .map(|item| match item {
-                Item::Text(_) => encoded
-                    .next()
-                    .ok_or_else(|| Error::Inference("tokenizer lost an input".into())),
+                Item::Text(_) => encoded.next().ok_or_else(|| Error::Inference("tokenizer lost an input".into())),
                 Item::Tokens(ids) => Ok(ids),
                 Item::Features(_) => Err(Error::Inference("feature row in a text batch".into())),
             })
@@ -327,21 +285,11 @@ impl Model {
 
 /// Splits `sequences` by length bucket, runs `forward` on each bucket padded
 /// to its own longest row, and puts the rows back in input order.
-fn run_bucketed(
-    sequences: &[Vec<i64>],
-    forward: impl Fn(&TokenBatch) -> Tensor<2>,
-) -> Result<Vec<ItemOutput>> {
-    let bucket_of = |len: usize| {
-        LENGTH_BUCKETS
-            .iter()
-            .position(|&limit| len <= limit)
-            .unwrap_or(LENGTH_BUCKETS.len())
-    };
+fn run_bucketed(sequences: &[Vec<i64>], forward: impl Fn(&TokenBatch) -> Tensor<2>) -> Result<Vec<ItemOutput>> {
+    let bucket_of = |len: usize| LENGTH_BUCKETS.iter().position(|&limit| len <= limit).unwrap_or(LENGTH_BUCKETS.len());
     let mut results: Vec<Option<ItemOutput>> = vec![None; sequences.len()];
     for bucket in 0..=LENGTH_BUCKETS.len() {
-        let members: Vec<usize> = (0..sequences.len())
-            .filter(|&i| bucket_of(sequences[i].len()) == bucket)
-            .collect();
+        let members: Vec<usize> = (0..sequences.len()).filter(|&i| bucket_of(sequences[i].len()) == bucket).collect();
         if members.is_empty() {
             continue;
         }
@@ -352,28 +300,20 @@ fn run_bucketed(
             results[index] = Some(output);
         }
     }
-    results
-        .into_iter()
-        .map(|r| r.ok_or_else(|| Error::Inference("a row got no output".into())))
-        .collect()
+    results.into_iter().map(|r| r.ok_or_else(|| Error::Inference("a row got no output".into()))).collect()
 }
 
 /// Copies a `[rows, width]` tensor back to the host as one output per row.
 fn rows_of(tensor: Tensor<2>, tokens: Vec<usize>) -> Result<Vec<ItemOutput>> {
     let [rows, width] = tensor.dims();
     let data = tensor.into_data();
-    let values = data
-        .as_slice::<f32>()
-        .map_err(|e| Error::Inference(format!("reading outputs: {e:?}")))?;
+    let values = data.as_slice::<f32>().map_err(|e| Error::Inference(format!("reading outputs: {e:?}")))?;
     if values.len() != rows * width {
         return Err(Error::Inference("output has the wrong size".into()));
     }
     Ok(values
         .chunks_exact(width.max(1))
         .zip(tokens)
-        .map(|(row, tokens)| ItemOutput {
-            values: row.to_vec(),
-            tokens,
-        })
+        .map(|(row, tokens)| ItemOutput { values: row.to_vec(), tokens })
         .collect())
 }

