@@ -1,0 +1,446 @@
+//! Open Inference Protocol v2 tensors: decoding request inputs (JSON data or
+//! the binary tensor data extension) into typed values, and encoding outputs
+//! back (JSON or binary). Pure functions, no model and no I/O.
+//!
+//! Binary extension: the HTTP header `Inference-Header-Content-Length` gives
+//! the size of the JSON header at the start of the body; the raw tensors
+//! follow in input order, each input saying its byte size in
+//! `parameters.binary_data_size`. Values are little-endian, row-major;
+//! a BYTES element is a u32 little-endian length followed by its bytes.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// Name of the header carrying the JSON header length.
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// `$inference_request`.
+#[derive(Debug, Deserialize)]
+pub struct InferenceRequest {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub parameters: Map<String, Value>,
+    pub inputs: Vec<RequestInput>,
+    #[serde(default)]
+    pub outputs: Option<Vec<RequestedOutput>>,
+}
+
+/// `$request_input`.
+#[derive(Debug, Deserialize)]
+pub struct RequestInput {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub datatype: String,
+    #[serde(default)]
+    pub parameters: Map<String, Value>,
+    #[serde(default)]
+    pub data: Option<Value>,
+}
+
+/// `$request_output`.
+#[derive(Debug, Deserialize)]
+pub struct RequestedOutput {
+    pub name: String,
+    #[serde(default)]
+    pub parameters: Map<String, Value>,
+}
+
+/// Values of one decoded tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorValues {
+    Fp32(Vec<f32>),
+    Int64(Vec<i64>),
+    Bytes(Vec<Vec<u8>>),
+}
+
+/// A decoded input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub values: TensorValues,
+}
+
+/// An output to send back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub values: TensorValues,
+}
+
+/// Splits the body into the JSON request and the binary section, parsing
+/// the JSON. `header_length` is the `Inference-Header-Content-Length` value.
+pub fn parse_request(body: &[u8], header_length: Option<&str>) -> Result<(InferenceRequest, Vec<u8>)> {
+    let (json, binary) = match header_length {
+        Some(raw) => {
+            let length: usize = raw
+                .trim()
+                .parse()
+                .map_err(|_| Error::BadRequest(format!("{HEADER_LENGTH} must be a byte count, got '{raw}'")))?;
+            if length > body.len() {
+                return Err(Error::BadRequest(format!(
+                    "{HEADER_LENGTH} is {length} but the body has only {} bytes",
+                    body.len()
+                )));
+            }
+            body.split_at(length)
+        }
+        None => (body, &[][..]),
+    };
+    let request: InferenceRequest = serde_json::from_slice(json)
+        .map_err(|e| Error::BadRequest(format!("request is not a valid inference request: {e}")))?;
+    Ok((request, binary.to_vec()))
+}
+
+/// Decodes every input, taking binary data in order from `binary`.
+pub fn decode_inputs(request: &InferenceRequest, binary: &[u8]) -> Result<Vec<InputTensor>> {
+    if request.inputs.is_empty() {
+        return Err(Error::BadRequest("the request has no inputs".into()));
+    }
+    let mut offset = 0usize;
+    let mut decoded = Vec::with_capacity(request.inputs.len());
+    for input in &request.inputs {
+        let shape = checked_shape(input)?;
+        let count: usize = shape.iter().product();
+        let values = match input.parameters.get("binary_data_size") {
+            Some(size) => {
+                let size = size.as_u64().ok_or_else(|| {
+                    Error::BadRequest(format!("input '{}': binary_data_size must be a number", input.name))
+                })? as usize;
+                let end = offset.checked_add(size).filter(|&end| end <= binary.len()).ok_or_else(|| {
+                    Error::BadRequest(format!(
+                        "input '{}': binary_data_size {size} runs past the end of the body",
+                        input.name
+                    ))
+                })?;
+                let bytes = &binary[offset..end];
+                offset = end;
+                decode_binary(input, bytes)?
+            }
+            None => {
+                let data = input.data.as_ref().ok_or_else(|| {
+                    Error::BadRequest(format!("input '{}' has neither data nor binary data", input.name))
+                })?;
+                decode_json(input, data)?
+            }
+        };
+        let actual = match &values {
+            TensorValues::Fp32(v) => v.len(),
+            TensorValues::Int64(v) => v.len(),
+            TensorValues::Bytes(v) => v.len(),
+        };
+        if actual != count {
+            return Err(Error::BadRequest(format!(
+                "input '{}': shape {:?} needs {count} elements, the data has {actual}",
+                input.name, shape
+            )));
+        }
+        decoded.push(InputTensor { name: input.name.clone(), shape, values });
+    }
+    if offset != binary.len() {
+        return Err(Error::BadRequest(format!(
+            "{} bytes of binary data are not claimed by any input",
+            binary.len() - offset
+        )));
+    }
+    Ok(decoded)
+}
+
+fn checked_shape(input: &RequestInput) -> Result<Vec<usize>> {
+    input
+        .shape
+        .iter()
+        .map(|&d| {
+            usize::try_from(d)
+                .map_err(|_| Error::BadRequest(format!("input '{}': shape dimension {d} is negative", input.name)))
+        })
+        .collect()
+}
+
+fn unsupported(input: &RequestInput) -> Error {
+    Error::BadRequest(format!(
+        "input '{}': datatype '{}' is not supported (use FP32, INT64, INT32 or BYTES)",
+        input.name, input.datatype
+    ))
+}
+
+fn decode_json(input: &RequestInput, data: &Value) -> Result<TensorValues> {
+    let mut flat = Vec::new();
+    flatten(data, &mut flat);
+    let wrong = |what: &str| {
+        Error::BadRequest(format!("input '{}' is {}: every element must be {what}", input.name, input.datatype))
+    };
+    match input.datatype.as_str() {
+        "FP32" | "FP64" => flat
+            .iter()
+            .map(|v| v.as_f64().map(|f| f as f32).ok_or_else(|| wrong("a number")))
+            .collect::<Result<_>>()
+            .map(TensorValues::Fp32),
+        "INT64" | "INT32" => flat
+            .iter()
+            .map(|v| v.as_i64().ok_or_else(|| wrong("an integer")))
+            .collect::<Result<_>>()
+            .map(TensorValues::Int64),
+        "BYTES" => flat
+            .iter()
+            .map(|v| v.as_str().map(|s| s.as_bytes().to_vec()).ok_or_else(|| wrong("a string")))
+            .collect::<Result<_>>()
+            .map(TensorValues::Bytes),
+        _ => Err(unsupported(input)),
+    }
+}
+
+/// Row-major flattening of nested JSON arrays (`[[1,2],[3]]` → 1,2,3).
+fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|item| flatten(item, out)),
+        scalar => out.push(scalar),
+    }
+}
+
+fn decode_binary(input: &RequestInput, bytes: &[u8]) -> Result<TensorValues> {
+    let misaligned = |width: usize| {
+        Error::BadRequest(format!(
+            "input '{}': {} bytes of binary data is not a whole number of {width}-byte {} elements",
+            input.name,
+            bytes.len(),
+            input.datatype
+        ))
+    };
+    match input.datatype.as_str() {
+        "FP32" => {
+            if !bytes.len().is_multiple_of(4) {
+                return Err(misaligned(4));
+            }
+            Ok(TensorValues::Fp32(
+                bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            ))
+        }
+        "INT64" => {
+            if !bytes.len().is_multiple_of(8) {
+                return Err(misaligned(8));
+            }
+            Ok(TensorValues::Int64(
+                bytes
+                    .chunks_exact(8)
+                    .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+                    .collect(),
+            ))
+        }
+        "INT32" => {
+            if !bytes.len().is_multiple_of(4) {
+                return Err(misaligned(4));
+            }
+            Ok(TensorValues::Int64(
+                bytes.chunks_exact(4).map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))).collect(),
+            ))
+        }
+        "BYTES" => {
+            let mut elements = Vec::new();
+            let mut rest = bytes;
+            while !rest.is_empty() {
+                let truncated = || Error::BadRequest(format!("input '{}': BYTES element is truncated", input.name));
+                let (len, tail) = rest.split_first_chunk::<4>().ok_or_else(truncated)?;
+                let len = u32::from_le_bytes(*len) as usize;
+                if tail.len() < len {
+                    return Err(truncated());
+                }
+                elements.push(tail[..len].to_vec());
+                rest = &tail[len..];
+            }
+            Ok(TensorValues::Bytes(elements))
+        }
+        _ => Err(unsupported(input)),
+    }
+}
+
+impl InputTensor {
+    /// BYTES elements as UTF-8 strings (text inputs).
+    pub fn texts(&self) -> Result<Vec<String>> {
+        match &self.values {
+            TensorValues::Bytes(elements) => elements
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    String::from_utf8(e.clone()).map_err(|_| {
+                        Error::BadRequest(format!("input '{}': element {i} is not valid UTF-8", self.name))
+                    })
+                })
+                .collect(),
+            _ => Err(Error::BadRequest(format!("input '{}' must be BYTES (text)", self.name))),
+        }
+    }
+
+    /// Rows of a `[rows, cols]` tensor (a `[n]` tensor is `n` rows of one).
+    pub fn rows(&self) -> Result<(usize, usize)> {
+        match self.shape.as_slice() {
+            [rows] => Ok((*rows, 1)),
+            [rows, cols] => Ok((*rows, *cols)),
+            other => Err(Error::BadRequest(format!(
+                "input '{}' must have shape [batch] or [batch, n], got {other:?}",
+                self.name
+            ))),
+        }
+    }
+}
+
+/// `$response_output` JSON part.
+#[derive(Debug, Serialize)]
+struct ResponseOutput<'a> {
+    name: &'a str,
+    shape: &'a [usize],
+    datatype: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Value>,
+}
+
+impl TensorValues {
+    fn datatype(&self) -> &'static str {
+        match self {
+            TensorValues::Fp32(_) => "FP32",
+            TensorValues::Int64(_) => "INT64",
+            TensorValues::Bytes(_) => "BYTES",
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        match self {
+            TensorValues::Fp32(v) => Value::from(v.iter().map(|&f| f64::from(f)).collect::<Vec<_>>()),
+            TensorValues::Int64(v) => Value::from(v.clone()),
+            TensorValues::Bytes(v) => {
+                Value::from(v.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect::<Vec<_>>())
+            }
+        }
+    }
+
+    fn append_binary(&self, out: &mut Vec<u8>) {
+        match self {
+            TensorValues::Fp32(v) => v.iter().for_each(|f| out.extend_from_slice(&f.to_le_bytes())),
+            TensorValues::Int64(v) => v.iter().for_each(|i| out.extend_from_slice(&i.to_le_bytes())),
+            TensorValues::Bytes(v) => v.iter().for_each(|b| {
+                out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                out.extend_from_slice(b);
+            }),
+        }
+    }
+}
+
+/// An encoded response: the body and, when any output is binary, the JSON
+/// header length for `Inference-Header-Content-Length`.
+#[derive(Debug)]
+pub struct EncodedResponse {
+    pub body: Vec<u8>,
+    pub header_length: Option<usize>,
+}
+
+/// Encodes `outputs`; those listed in `binary` go into the binary section.
+pub fn encode_response(
+    model_name: &str,
+    id: Option<&str>,
+    outputs: &[OutputTensor],
+    binary: impl Fn(&str) -> bool,
+) -> Result<EncodedResponse> {
+    let mut tail = Vec::new();
+    let mut json_outputs = Vec::with_capacity(outputs.len());
+    for output in outputs {
+        let (parameters, data) = if binary(&output.name) {
+            let start = tail.len();
+            output.values.append_binary(&mut tail);
+            (Some(serde_json::json!({ "binary_data_size": tail.len() - start })), None)
+        } else {
+            (None, Some(output.values.to_json()))
+        };
+        json_outputs.push(ResponseOutput {
+            name: &output.name,
+            shape: &output.shape,
+            datatype: output.values.datatype(),
+            parameters,
+            data,
+        });
+    }
+    let mut header = serde_json::json!({ "model_name": model_name, "outputs": json_outputs });
+    if let Some(id) = id {
+        header["id"] = Value::from(id);
+    }
+    let mut body = serde_json::to_vec(&header).map_err(|e| Error::Inference(format!("encoding response: {e}")))?;
+    let header_length = (!tail.is_empty() || outputs.iter().any(|o| binary(&o.name))).then_some(body.len());
+    body.extend_from_slice(&tail);
+    Ok(EncodedResponse { body, header_length })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_json_data_is_flattened_row_major() {
+        let body = br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2],[3,4.5]]}]}"#;
+        let (req, bin) = parse_request(body, None).unwrap();
+        let inputs = decode_inputs(&req, &bin).unwrap();
+        assert_eq!(inputs[0].values, TensorValues::Fp32(vec![1.0, 2.0, 3.0, 4.5]));
+    }
+
+    #[test]
+    fn shape_and_data_must_agree() {
+        let body = br#"{"inputs":[{"name":"x","shape":[3],"datatype":"INT64","data":[1,2]}]}"#;
+        let (req, bin) = parse_request(body, None).unwrap();
+        let err = decode_inputs(&req, &bin).unwrap_err().to_string();
+        assert!(err.contains("needs 3 elements"), "{err}");
+    }
+
+    #[test]
+    fn binary_bytes_and_int64_inputs_decode() {
+        let header = br#"{"inputs":[{"name":"text","shape":[2],"datatype":"BYTES","parameters":{"binary_data_size":15}},{"name":"n","shape":[1],"datatype":"INT64","parameters":{"binary_data_size":8}}]}"#;
+        let mut body = header.to_vec();
+        for s in ["hello", "ab"] {
+            body.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            body.extend_from_slice(s.as_bytes());
+        }
+        body.extend_from_slice(&7i64.to_le_bytes());
+        let (req, bin) = parse_request(&body, Some(&header.len().to_string())).unwrap();
+        let inputs = decode_inputs(&req, &bin).unwrap();
+        assert_eq!(inputs[0].texts().unwrap(), vec!["hello", "ab"]);
+        assert_eq!(inputs[1].values, TensorValues::Int64(vec![7]));
+    }
+
+    #[test]
+    fn invalid_utf8_in_binary_text_is_named() {
+        let header =
+            br#"{"inputs":[{"name":"text","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":6}}]}"#;
+        let mut body = header.to_vec();
+        body.extend_from_slice(&2u32.to_le_bytes());
+        body.extend_from_slice(&[0xff, 0xfe]);
+        let (req, bin) = parse_request(&body, Some(&header.len().to_string())).unwrap();
+        let inputs = decode_inputs(&req, &bin).unwrap();
+        let err = inputs[0].texts().unwrap_err().to_string();
+        assert!(err.contains("not valid UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn unsupported_datatype_is_rejected_by_name() {
+        let body = br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP16","data":[1]}]}"#;
+        let (req, bin) = parse_request(body, None).unwrap();
+        let err = decode_inputs(&req, &bin).unwrap_err().to_string();
+        assert!(err.contains("FP16") && err.contains("'x'"), "{err}");
+    }
+
+    #[test]
+    fn binary_output_round_trips() {
+        let outputs =
+            vec![OutputTensor { name: "y".into(), shape: vec![2], values: TensorValues::Fp32(vec![1.5, -2.0]) }];
+        let encoded = encode_response("m", Some("42"), &outputs, |_| true).unwrap();
+        let len = encoded.header_length.unwrap();
+        let header: Value = serde_json::from_slice(&encoded.body[..len]).unwrap();
+        assert_eq!(header["id"], "42");
+        assert_eq!(header["outputs"][0]["parameters"]["binary_data_size"], 8);
+        let tail = &encoded.body[len..];
+        assert_eq!(f32::from_le_bytes([tail[4], tail[5], tail[6], tail[7]]), -2.0);
+    }
+}
