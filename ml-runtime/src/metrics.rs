@@ -28,6 +28,7 @@ pub struct Metrics {
     queue_depth: Gauge,
     shed: Counter,
     ready: Gauge,
+    in_flight: Gauge,
 }
 
 impl Default for Metrics {
@@ -46,14 +47,22 @@ impl Metrics {
         let queue_depth = Gauge::default();
         let shed = Counter::default();
         let ready = Gauge::default();
+        let in_flight = Gauge::default();
         registry.register("http_requests", "HTTP requests by route and status code", requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency by route", request_seconds.clone());
         registry.register("batch_size", "Items per model invocation", batch_size.clone());
         registry.register("inference_duration_seconds", "Time the model spent on one batch", inference_seconds.clone());
         registry.register("queue_depth", "Requests waiting for the inference thread", queue_depth.clone());
         registry.register("load_shed", "Requests refused because the queue was full", shed.clone());
+        registry.register("http_requests_in_flight", "HTTP requests being handled", in_flight.clone());
         registry.register("model_ready", "1 once the model is loaded and warmed up", ready.clone());
-        Self { registry, requests, request_seconds, batch_size, inference_seconds, queue_depth, shed, ready }
+        Self { registry, requests, request_seconds, batch_size, inference_seconds, queue_depth, shed, ready, in_flight }
+    }
+
+    /// Counts a request in until the returned guard is dropped.
+    pub fn track_in_flight(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
     }
 
     pub fn observe_request(&self, route: &str, status: u16, seconds: f64) {
@@ -84,5 +93,15 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);
         text
+    }
+}
+
+/// Decrements the in-flight gauge when the request is done (or dropped).
+#[derive(Debug)]
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

@@ -122,6 +122,7 @@ async fn record_metrics(State(state): State<Arc<AppState>>, request: Request, ne
     let route =
         request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let started = Instant::now();
+    let _in_flight = state.metrics.track_in_flight();
     let response = next.run(request).await;
     state.metrics.observe_request(&route, response.status().as_u16(), started.elapsed().as_secs_f64());
     response
