@@ -72,6 +72,9 @@ pub fn minilm_args(extra: &[&str]) -> Args {
         "--listen-address=127.0.0.1".into(),
         "--port=0".into(),
     ];
+    // Flags given in `extra` replace the defaults above.
+    let flag = |arg: &str| arg.split('=').next().unwrap_or_default().to_owned();
+    argv.retain(|base| !extra.iter().any(|e| flag(e) == flag(base)));
     argv.extend(extra.iter().map(|s| (*s).to_owned()));
     Args::parse_from(argv)
 }
