@@ -1,0 +1,223 @@
+//! Creating, retaining and dropping one tenant's role and schema.
+//!
+//! Each function is a short sequence of DDL statements that converges from any starting state:
+//! nothing, a complete tenant, or whatever a crash in the middle of an earlier run left behind.
+//! PostgreSQL's DDL is transactional, so each function's changes commit together; and every
+//! statement is written to be harmless when repeated (`IF [NOT] EXISTS`, `ALTER` to the full set of
+//! attributes rather than a delta), so a retry after any failure simply runs it again.
+//!
+//! Concurrency: every transaction first takes a transaction-scoped advisory lock keyed by the
+//! role name, so two operator replicas (or a retry overlapping a slow first attempt) never
+//! interleave on one tenant. Changes to objects all tenants share (the database's ACL, the `public`
+//! schema's ACL) take a second, server-wide advisory lock: PostgreSQL updates an object's whole ACL
+//! row, and two concurrent transactions granting on the same object fail with "tuple concurrently
+//! updated". Locks are always taken tenant first, then shared, so they cannot deadlock.
+
+use sqlx::postgres::{PgConnection, PgPool};
+
+use super::DatabaseError;
+use super::identifiers::{TenantIdentifiers, quote_identifier, quote_literal};
+use super::scram;
+
+/// First key of Ember's advisory locks ("EMBR"), so they never collide with another
+/// application's locks on the same server.
+const LOCK_CLASS_TENANT: i32 = 0x454D_4252;
+/// Lock class for changes to objects every tenant shares.
+const LOCK_CLASS_SHARED: i32 = 0x454D_4253;
+
+/// Longest wait for a lock (advisory or on a catalog object) before giving up and letting the
+/// caller retry: better than a reconcile hanging behind a stuck session.
+const LOCK_TIMEOUT: &str = "10s";
+
+/// What [`ensure_tenant_database`] provisioned: the names the tenant's Secret needs. The password is
+/// the caller's (it stored it first), so it is not repeated here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantSchema {
+    /// Login role (the user name in the connection URL).
+    pub role: String,
+    /// Schema the role owns; also its `search_path`.
+    pub schema: String,
+}
+
+/// Makes the tenant's role and schema exist exactly as specified. Idempotent and crash-safe.
+///
+/// * The role is `LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS`, with
+///   `CONNECTION LIMIT connection_limit`, no expiry, and `password` stored as a SCRAM-SHA-256
+///   verifier computed here (the plain password never reaches the server, its logs or
+///   `pg_stat_statements`). An existing role is altered to exactly these attributes, which also
+///   re-enables login after a [`retain_tenant_database`].
+/// * The password is set on every call. The Kubernetes Secret is the source of truth: the caller
+///   passes what it stored, so setting it again is a no-op for logins, repairs drift, and makes
+///   rotation "write a new Secret, reconcile". (A fresh salt each time means `pg_authid` changes.)
+/// * The schema exists, is owned by the role, and `PUBLIC` has no rights on it, so no other tenant
+///   can use it. The role's `search_path` is its schema alone.
+/// * Nobody but the owner may create in `public` (PostgreSQL 15's default, enforced here for older
+///   servers and for servers where someone granted it), and the role holds no rights of its own there.
+/// * The role holds `CONNECT` on the database explicitly, so the server admin may revoke `CONNECT`
+///   and `TEMPORARY` from `PUBLIC` (recommended for a database dedicated to tenants) without
+///   breaking tenants. This function leaves `PUBLIC`'s database privileges alone: they decide who
+///   else may use the database, which is the server admin's call, not one tenant's.
+pub async fn ensure_tenant_database(
+    pool: &PgPool,
+    tenant: &str,
+    connection_limit: i32,
+    password: &str,
+) -> Result<TenantSchema, DatabaseError> {
+    let ids = TenantIdentifiers::for_tenant(tenant)?;
+    if connection_limit < 1 {
+        // -1 would mean unlimited and 0 would lock the tenant out; neither is a limit.
+        return Err(DatabaseError::InvalidConnectionLimit(connection_limit));
+    }
+    if password.is_empty() {
+        return Err(DatabaseError::InvalidLiteral { reason: "the password is empty" });
+    }
+    if !password.is_ascii() {
+        // PostgreSQL would SASLprep a non-ASCII password before hashing; we do not, so refuse
+        // rather than store a verifier the server's login check might not match.
+        return Err(DatabaseError::InvalidLiteral { reason: "the password is not ASCII" });
+    }
+    let verifier = quote_literal(&scram::verifier(password))?;
+    let (role, schema) = (&ids.quoted_role, &ids.quoted_schema);
+
+    let mut tx = pool.begin().await.map_err(|e| DatabaseError::from_sqlx("connecting", e))?;
+    lock(&mut tx, LOCK_CLASS_TENANT, &ids.role).await?;
+
+    let attributes = format!(
+        "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT \
+         CONNECTION LIMIT {connection_limit} VALID UNTIL 'infinity' PASSWORD {verifier}"
+    );
+    let role_exists = exists(&mut tx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", &ids.role).await?;
+    let role_ddl = if role_exists {
+        format!("ALTER ROLE {role} WITH {attributes}")
+    } else {
+        format!("CREATE ROLE {role} WITH {attributes}")
+    };
+    execute(&mut tx, "creating or updating the role", &role_ddl).await?;
+
+    execute(&mut tx, "creating the schema", &format!("CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {role}"))
+        .await?;
+    // A schema left behind by someone else (or restored from a dump) may have another owner.
+    execute(&mut tx, "setting the schema owner", &format!("ALTER SCHEMA {schema} OWNER TO {role}")).await?;
+    execute(&mut tx, "closing the schema to others", &format!("REVOKE ALL ON SCHEMA {schema} FROM PUBLIC")).await?;
+    execute(&mut tx, "setting the search path", &format!("ALTER ROLE {role} SET search_path = {schema}")).await?;
+
+    ensure_shared_grants(&mut tx, &ids).await?;
+
+    tx.commit().await.map_err(|e| DatabaseError::from_sqlx("committing", e))?;
+    Ok(TenantSchema { role: ids.role, schema: ids.schema })
+}
+
+/// Grants and revocations on objects every tenant shares: `CONNECT` for the role, no `CREATE` on
+/// `public` for anyone but its owner, nothing on `public` for the role itself.
+///
+/// Checked before written, so the steady state takes no shared lock and writes no catalog row;
+/// written only under the shared lock (see the module header for why).
+async fn ensure_shared_grants(tx: &mut PgConnection, ids: &TenantIdentifiers) -> Result<(), DatabaseError> {
+    const NEEDS_WORK: &str = "
+        SELECT
+            NOT EXISTS (
+                SELECT 1 FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+                WHERE d.datname = current_database() AND a.grantee = r.oid AND a.privilege_type = 'CONNECT')
+            OR EXISTS (
+                SELECT 1 FROM pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+                WHERE n.nspname = 'public'
+                  AND ((a.grantee = 0 AND a.privilege_type = 'CREATE') OR a.grantee = r.oid))
+        FROM pg_roles r WHERE r.rolname = $1";
+    if !exists(tx, NEEDS_WORK, &ids.role).await? {
+        return Ok(());
+    }
+    lock(tx, LOCK_CLASS_SHARED, "shared").await?;
+    let database: String = sqlx::query_scalar("SELECT current_database()::text")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| DatabaseError::from_sqlx("reading the database name", e))?;
+    let database = quote_identifier(&database)?;
+    let role = &ids.quoted_role;
+    execute(tx, "granting CONNECT", &format!("GRANT CONNECT ON DATABASE {database} TO {role}")).await?;
+    execute(tx, "closing the public schema", "REVOKE CREATE ON SCHEMA public FROM PUBLIC").await?;
+    execute(tx, "closing the public schema to the role", &format!("REVOKE ALL ON SCHEMA public FROM {role}")).await
+}
+
+/// For `deletionPolicy: Retain`: keeps schema and data, disables the role's login and ends its
+/// open sessions. Idempotent; a missing role is fine. A later [`ensure_tenant_database`] brings the
+/// tenant back with its data.
+pub async fn retain_tenant_database(pool: &PgPool, tenant: &str) -> Result<(), DatabaseError> {
+    let ids = TenantIdentifiers::for_tenant(tenant)?;
+    disable_login(pool, &ids).await?;
+    terminate_sessions(pool, &ids).await
+}
+
+/// For `deletionPolicy: Delete`: ends the role's sessions, drops its schema with everything in it,
+/// whatever else it owns or was granted in this database, and the role. Idempotent; already gone is
+/// fine.
+///
+/// Login is disabled (and committed) before sessions are ended, so none can come back between the
+/// termination and the drop. Objects and grants the role might hold in *other* databases of the
+/// same server are not ours to touch; `DROP ROLE` then fails with a message naming them.
+pub async fn drop_tenant_database(pool: &PgPool, tenant: &str) -> Result<(), DatabaseError> {
+    let ids = TenantIdentifiers::for_tenant(tenant)?;
+    disable_login(pool, &ids).await?;
+    terminate_sessions(pool, &ids).await?;
+
+    let mut tx = pool.begin().await.map_err(|e| DatabaseError::from_sqlx("connecting", e))?;
+    lock(&mut tx, LOCK_CLASS_TENANT, &ids.role).await?;
+    // DROP OWNED revokes the role's grants, among them CONNECT on the shared database row.
+    lock(&mut tx, LOCK_CLASS_SHARED, "shared").await?;
+    let (role, schema) = (&ids.quoted_role, &ids.quoted_schema);
+    execute(&mut tx, "dropping the schema", &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await?;
+    if exists(&mut tx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", &ids.role).await? {
+        execute(&mut tx, "dropping what the role owns", &format!("DROP OWNED BY {role} CASCADE")).await?;
+        execute(&mut tx, "dropping the role", &format!("DROP ROLE {role}")).await?;
+    }
+    tx.commit().await.map_err(|e| DatabaseError::from_sqlx("committing", e))
+}
+
+async fn disable_login(pool: &PgPool, ids: &TenantIdentifiers) -> Result<(), DatabaseError> {
+    let mut tx = pool.begin().await.map_err(|e| DatabaseError::from_sqlx("connecting", e))?;
+    lock(&mut tx, LOCK_CLASS_TENANT, &ids.role).await?;
+    if exists(&mut tx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", &ids.role).await? {
+        execute(&mut tx, "disabling login", &format!("ALTER ROLE {} NOLOGIN", ids.quoted_role)).await?;
+    }
+    tx.commit().await.map_err(|e| DatabaseError::from_sqlx("committing", e))
+}
+
+/// Ends every session of the role, waiting (bounded) until each is gone so a following `DROP`
+/// does not queue behind their locks.
+async fn terminate_sessions(pool: &PgPool, ids: &TenantIdentifiers) -> Result<(), DatabaseError> {
+    sqlx::query("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE usename = $1")
+        .bind(&ids.role)
+        .execute(pool)
+        .await
+        .map(drop)
+        .map_err(|e| DatabaseError::from_sqlx("ending the role's sessions", e))
+}
+
+/// Takes a transaction-scoped advisory lock on `(class, hashtext(key))` after bounding lock waits.
+async fn lock(tx: &mut PgConnection, class: i32, key: &str) -> Result<(), DatabaseError> {
+    execute(tx, "setting the lock timeout", &format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")).await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        .bind(class)
+        .bind(key)
+        .execute(&mut *tx)
+        .await
+        .map(drop)
+        .map_err(|e| DatabaseError::from_sqlx("taking the tenant lock", e))
+}
+
+/// Runs a boolean query with one text parameter; a query that returns no row counts as false.
+async fn exists(tx: &mut PgConnection, sql: &str, name: &str) -> Result<bool, DatabaseError> {
+    sqlx::query_scalar::<_, bool>(sql)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map(|found| found.unwrap_or(false))
+        .map_err(|e| DatabaseError::from_sqlx("reading the catalog", e))
+}
+
+/// Runs one DDL statement over the simple query protocol: DDL takes no parameters, and this way the
+/// statement (which may hold a password verifier) is not kept in sqlx's prepared-statement cache.
+async fn execute(tx: &mut PgConnection, step: &'static str, sql: &str) -> Result<(), DatabaseError> {
+    // `Executor::execute` with a plain `&str` and no arguments also uses the simple protocol, and
+    // unlike `sqlx::raw_sql` its future is `Send` for every lifetime, which the controller needs.
+    sqlx::Executor::execute(&mut *tx, sql).await.map(drop).map_err(|e| DatabaseError::from_sqlx(step, e))
+}

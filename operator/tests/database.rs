@@ -1,0 +1,367 @@
+//! The per-tenant PostgreSQL schema and role against a real server: isolation between tenants,
+//! role attributes, connection limits, idempotence from partial states, rotation, retain/drop and
+//! an outage. Each test starts its own throwaway server (`ember_testenv::Postgres`).
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use ember_operator::database::{
+    CONNECT_TIMEOUT, DatabaseError, DatabaseServer, drop_tenant_database, ensure_tenant_database, random_password,
+    retain_tenant_database,
+};
+use ember_testenv::{Postgres, SUPERUSER};
+use sqlx::postgres::{PgConnectOptions, PgPool};
+use sqlx::{ConnectOptions, Connection, PgConnection};
+
+async fn start_postgres() -> Postgres {
+    tokio::task::spawn_blocking(|| Postgres::start().unwrap()).await.unwrap()
+}
+
+fn server_for(pg: &Postgres) -> DatabaseServer {
+    DatabaseServer {
+        name: "pg-test".into(),
+        host: "127.0.0.1".into(),
+        port: pg.port(),
+        database: "postgres".into(),
+        admin_user: SUPERUSER.into(),
+        admin_password: pg.password().into(),
+    }
+}
+
+/// A direct connection as `user`; the error is returned so tests can assert on refusals.
+async fn connect_as(pg: &Postgres, user: &str, password: &str) -> Result<PgConnection, sqlx::Error> {
+    PgConnectOptions::new()
+        .host("127.0.0.1")
+        .port(pg.port())
+        .database("postgres")
+        .username(user)
+        .password(password)
+        .connect()
+        .await
+}
+
+async fn tenant_conn(pg: &Postgres, tenant: &str, password: &str) -> PgConnection {
+    let role = ember_crds::names::database_role_for(tenant);
+    connect_as(pg, &role, password).await.unwrap_or_else(|e| panic!("{role} cannot log in: {e}"))
+}
+
+fn sqlstate(error: &sqlx::Error) -> Option<String> {
+    error.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned())
+}
+
+const INSUFFICIENT_PRIVILEGE: &str = "42501";
+const INVALID_PASSWORD: &str = "28P01";
+const TOO_MANY_CONNECTIONS: &str = "53300";
+
+async fn expect_denied(conn: &mut PgConnection, sql: &str) {
+    let error = sqlx::raw_sql(sql).execute(&mut *conn).await.expect_err(sql);
+    assert_eq!(sqlstate(&error).as_deref(), Some(INSUFFICIENT_PRIVILEGE), "{sql}: {error}");
+}
+
+async fn count(pool: &PgPool, sql: &str, name: &str) -> i64 {
+    sqlx::query_scalar(sql).bind(name).fetch_one(pool).await.unwrap()
+}
+
+/// Number of roles and schemas named `name` — both must be 1 (or 0) whatever happened before.
+async fn roles_and_schemas(pool: &PgPool, name: &str) -> (i64, i64) {
+    (
+        count(pool, "SELECT count(*) FROM pg_roles WHERE rolname = $1", name).await,
+        count(pool, "SELECT count(*) FROM pg_namespace WHERE nspname = $1", name).await,
+    )
+}
+
+#[tokio::test]
+async fn ensure_creates_a_role_that_owns_and_uses_its_schema() {
+    let pg = start_postgres().await;
+    let pool = server_for(&pg).admin_pool();
+    let password = random_password();
+
+    let created = ensure_tenant_database(&pool, "data-team", 5, &password).await.unwrap();
+    assert_eq!(created.role, "tenant_data_team");
+    assert_eq!(created.schema, "tenant_data_team");
+    assert_eq!(roles_and_schemas(&pool, "tenant_data_team").await, (1, 1));
+    let owner: String = sqlx::query_scalar(
+        "SELECT pg_get_userbyid(nspowner)::text FROM pg_namespace WHERE nspname = 'tenant_data_team'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(owner, "tenant_data_team");
+
+    let mut conn = tenant_conn(&pg, "data-team", &password).await;
+    // Unqualified names land in the tenant's schema through its search_path.
+    sqlx::raw_sql("CREATE TABLE t (x int); INSERT INTO t VALUES (7)").execute(&mut conn).await.unwrap();
+    let schema: String =
+        sqlx::query_scalar("SELECT relnamespace::regnamespace::text FROM pg_class WHERE relname = 't'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(schema, "tenant_data_team");
+    let x: i32 = sqlx::query_scalar("SELECT x FROM tenant_data_team.t").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(x, 7);
+}
+
+#[tokio::test]
+async fn tenants_cannot_touch_each_other_or_create_in_public() {
+    let pg = start_postgres().await;
+    let pool = server_for(&pg).admin_pool();
+    let (password_a, password_b) = (random_password(), random_password());
+    ensure_tenant_database(&pool, "alpha", 5, &password_a).await.unwrap();
+    ensure_tenant_database(&pool, "beta", 5, &password_b).await.unwrap();
+
+    let mut b = tenant_conn(&pg, "beta", &password_b).await;
+    sqlx::raw_sql("CREATE TABLE secrets (x int); INSERT INTO secrets VALUES (1)").execute(&mut b).await.unwrap();
+
+    let mut a = tenant_conn(&pg, "alpha", &password_a).await;
+    expect_denied(&mut a, "SELECT * FROM tenant_beta.secrets").await;
+    expect_denied(&mut a, "INSERT INTO tenant_beta.secrets VALUES (2)").await;
+    expect_denied(&mut a, "UPDATE tenant_beta.secrets SET x = 3").await;
+    expect_denied(&mut a, "DELETE FROM tenant_beta.secrets").await;
+    expect_denied(&mut a, "CREATE TABLE tenant_beta.planted (x int)").await;
+    expect_denied(&mut a, "CREATE TABLE public.planted (x int)").await;
+    expect_denied(&mut b, "CREATE TABLE public.planted (x int)").await;
+    expect_denied(&mut b, "CREATE TABLE tenant_alpha.planted (x int)").await;
+    // Nor can a tenant hand itself rights on its neighbour's schema or its neighbour's role.
+    expect_denied(&mut a, "GRANT USAGE ON SCHEMA tenant_beta TO tenant_alpha").await;
+    expect_denied(&mut a, "GRANT tenant_beta TO tenant_alpha").await;
+}
+
+#[tokio::test]
+async fn roles_have_no_privileges_and_scram_passwords() {
+    let pg = start_postgres().await;
+    let pool = server_for(&pg).admin_pool();
+    ensure_tenant_database(&pool, "acme", 3, &random_password()).await.unwrap();
+
+    let (login, superuser, createdb, createrole, replication, bypassrls, limit): (
+        bool,
+        bool,
+        bool,
+        bool,
+        bool,
+        bool,
+        i32,
+    ) = sqlx::query_as(
+        "SELECT rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, rolconnlimit
+         FROM pg_roles WHERE rolname = 'tenant_acme'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(login);
+    assert!(!superuser && !createdb && !createrole && !replication && !bypassrls);
+    assert_eq!(limit, 3);
+
+    let stored: String = sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = 'tenant_acme'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(stored.starts_with("SCRAM-SHA-256$"), "password is not stored as SCRAM");
+
+    let search_path: Vec<String> =
+        sqlx::query_scalar("SELECT unnest(setconfig) FROM pg_db_role_setting WHERE setrole = 'tenant_acme'::regrole")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(search_path, vec!["search_path=tenant_acme".to_owned()]);
+}
+
+#[tokio::test]
+async fn connection_limit_refuses_the_next_connection() {
+    let pg = start_postgres().await;
+    let pool = server_for(&pg).admin_pool();
+    let password = random_password();
+    ensure_tenant_database(&pool, "limited", 2, &password).await.unwrap();
+
+    let first = tenant_conn(&pg, "limited", &password).await;
+    let second = tenant_conn(&pg, "limited", &password).await;
+    let third = connect_as(&pg, "tenant_limited", &password).await.expect_err("third connection accepted");
+    assert_eq!(sqlstate(&third).as_deref(), Some(TOO_MANY_CONNECTIONS), "{third}");
+
+    // Raising the limit on a later reconcile takes effect for the next connection.
+    ensure_tenant_database(&pool, "limited", 3, &password).await.unwrap();
+    let third = tenant_conn(&pg, "limited", &password).await;
+    drop((first, second, third));
+}
+
+#[tokio::test]
+async fn ensure_is_idempotent_and_converges_from_partial_states() {
+    let pg = start_postgres().await;
+    let pool = server_for(&pg).admin_pool();
+    let password = random_password();
+
+    ensure_tenant_database(&pool, "repeat", 4, &password).await.unwrap();
+    ensure_tenant_database(&pool, "repeat", 4, &password).await.unwrap();
+    assert_eq!(roles_and_schemas(&pool, "tenant_repeat").await, (1, 1));
+
+    // A crash after CREATE ROLE of a hand-run (non-transactional) attempt: role, no schema.
+    sqlx::raw_sql("CREATE ROLE tenant_half NOLOGIN").execute(&pool).await.unwrap();
+    ensure_tenant_database(&pool, "half", 4, &password).await.unwrap();
+    assert_eq!(roles_and_schemas(&pool, "tenant_half").await, (1, 1));
+    let mut conn = tenant_conn(&pg, "half", &password).await;
+    sqlx::raw_sql("CREATE TABLE t (x int)").execute(&mut conn).await.unwrap();
+
+    // Schema exists, owned by someone else and open to PUBLIC; role exists with wrong attributes.
+    sqlx::raw_sql(
+        "CREATE ROLE tenant_drift LOGIN CREATEDB CREATEROLE BYPASSRLS CONNECTION LIMIT 100 VALID UNTIL '2000-01-01';
+         CREATE SCHEMA tenant_drift; GRANT ALL ON SCHEMA tenant_drift TO PUBLIC;
+         GRANT CREATE ON SCHEMA public TO PUBLIC; GRANT ALL ON SCHEMA public TO tenant_drift",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    ensure_tenant_database(&pool, "drift", 4, &password).await.unwrap();
+    assert_eq!(roles_and_schemas(&pool, "tenant_drift").await, (1, 1));
+    let (createdb, createrole, bypassrls, limit): (bool, bool, bool, i32) = sqlx::query_as(
+        "SELECT rolcreatedb, rolcreaterole, rolbypassrls, rolconnlimit FROM pg_roles WHERE rolname = 'tenant_drift'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(!createdb && !createrole && !bypassrls);
+    assert_eq!(limit, 4);
+    let mut drift = tenant_conn(&pg, "drift", &password).await; // expiry cleared
+    sqlx::raw_sql("CREATE TABLE mine (x int)").execute(&mut drift).await.unwrap();
+    expect_denied(&mut drift, "CREATE TABLE public.planted (x int)").await;
+    // The other tenant lost the rights PUBLIC had on the drifted schema.
+    expect_denied(&mut conn, "CREATE TABLE tenant_drift.planted (x int)").await;
+    expect_denied(&mut conn, "SELECT * FROM tenant_drift.mine").await;
+}
+
+#[tokio::test]
+async fn concurrent_ensures_of_many_tenants_do_not_conflict() {
+    let pg = start_postgres().await;
+    let pool = server_for(&pg).admin_pool();
+    let password = random_password();
+    // Two "replicas" per tenant, many tenants at once: the advisory locks must serialise what
+    // would otherwise fail with "tuple concurrently updated" or duplicate roles.
+    let tasks: Vec<_> = (0..12)
+        .flat_map(|i| [i, i])
+        .map(|i| {
+            let (pool, password) = (pool.clone(), password.clone());
+            tokio::spawn(async move { ensure_tenant_database(&pool, &format!("t{i}"), 2, &password).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    for i in 0..12 {
+        assert_eq!(roles_and_schemas(&pool, &format!("tenant_t{i}")).await, (1, 1));
+    }
+}
+
+#[tokio::test]
+async fn rotating_the_password_refuses_the_old_one() {
+    let pg = start_postgres().await;
+    let pool = server_for(&pg).admin_pool();
+    let (old, new) = (random_password(), random_password());
+    ensure_tenant_database(&pool, "rotate", 5, &old).await.unwrap();
+    let still_open = tenant_conn(&pg, "rotate", &old).await;
+
+    ensure_tenant_database(&pool, "rotate", 5, &new).await.unwrap();
+    let refused = connect_as(&pg, "tenant_rotate", &old).await.expect_err("old password accepted");
+    assert_eq!(sqlstate(&refused).as_deref(), Some(INVALID_PASSWORD), "{refused}");
+    tenant_conn(&pg, "rotate", &new).await;
+    // Rotation does not cut sessions that authenticated before it.
+    let mut still_open = still_open;
+    still_open.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn retain_keeps_data_and_disables_login() {
+    let pg = start_postgres().await;
+    let pool = server_for(&pg).admin_pool();
+    let password = random_password();
+    ensure_tenant_database(&pool, "keeper", 5, &password).await.unwrap();
+    let mut conn = tenant_conn(&pg, "keeper", &password).await;
+    sqlx::raw_sql("CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)").execute(&mut conn).await.unwrap();
+
+    retain_tenant_database(&pool, "keeper").await.unwrap();
+    retain_tenant_database(&pool, "keeper").await.unwrap();
+    // The open session was ended, and no new one is allowed.
+    assert!(conn.ping().await.is_err(), "session survived retain");
+    let refused = connect_as(&pg, "tenant_keeper", &password).await.expect_err("login after retain");
+    assert_eq!(sqlstate(&refused).as_deref(), Some("28000"), "{refused}");
+    let kept: i32 = sqlx::query_scalar("SELECT x FROM tenant_keeper.kept").fetch_one(&pool).await.unwrap();
+    assert_eq!(kept, 42);
+    assert_eq!(roles_and_schemas(&pool, "tenant_keeper").await, (1, 1));
+
+    // Recreating the Tenant brings the data back.
+    ensure_tenant_database(&pool, "keeper", 5, &password).await.unwrap();
+    let mut conn = tenant_conn(&pg, "keeper", &password).await;
+    let kept: i32 = sqlx::query_scalar("SELECT x FROM kept").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(kept, 42);
+
+    // Retaining a tenant that never had a database is fine.
+    retain_tenant_database(&pool, "never-existed").await.unwrap();
+}
+
+#[tokio::test]
+async fn drop_removes_schema_and_role_even_with_open_sessions() {
+    let pg = start_postgres().await;
+    let pool = server_for(&pg).admin_pool();
+    let password = random_password();
+    ensure_tenant_database(&pool, "goner", 5, &password).await.unwrap();
+    ensure_tenant_database(&pool, "neighbour", 5, &password).await.unwrap();
+    let mut conn = tenant_conn(&pg, "goner", &password).await;
+    sqlx::raw_sql("CREATE TABLE data (x int); INSERT INTO data VALUES (1)").execute(&mut conn).await.unwrap();
+    // A session holding a lock inside the schema must not block the drop.
+    sqlx::raw_sql("BEGIN; LOCK TABLE data IN ACCESS EXCLUSIVE MODE").execute(&mut conn).await.unwrap();
+
+    drop_tenant_database(&pool, "goner").await.unwrap();
+    drop_tenant_database(&pool, "goner").await.unwrap();
+    assert_eq!(roles_and_schemas(&pool, "tenant_goner").await, (0, 0));
+    assert_eq!(roles_and_schemas(&pool, "tenant_neighbour").await, (1, 1), "the neighbour is untouched");
+    tenant_conn(&pg, "neighbour", &password).await;
+
+    // Dropping a tenant that never had a database is fine.
+    drop_tenant_database(&pool, "never-existed").await.unwrap();
+}
+
+#[tokio::test]
+async fn invalid_input_never_reaches_the_server() {
+    let pg = start_postgres().await;
+    let pool = server_for(&pg).admin_pool();
+    for bad in ["Acme", "a\"; DROP ROLE postgres; --", "ac_me", ""] {
+        let error = ensure_tenant_database(&pool, bad, 5, "x").await.unwrap_err();
+        assert!(matches!(error, DatabaseError::InvalidName { .. }), "{bad:?}: {error}");
+        assert!(matches!(drop_tenant_database(&pool, bad).await, Err(DatabaseError::InvalidName { .. })));
+    }
+    let error = ensure_tenant_database(&pool, "acme", 0, "x").await.unwrap_err();
+    assert!(matches!(error, DatabaseError::InvalidConnectionLimit(0)));
+    // A password with quotes and backslashes is a literal, not SQL; it never shows up in errors.
+    let tricky = "it's a \\ secret'; DROP ROLE postgres; --";
+    ensure_tenant_database(&pool, "quoted", 5, tricky).await.unwrap();
+    tenant_conn(&pg, "quoted", tricky).await;
+}
+
+#[tokio::test]
+async fn an_outage_is_reported_as_unreachable_and_heals() {
+    let mut pg = start_postgres().await;
+    let pool = server_for(&pg).admin_pool();
+    let password = random_password();
+    ensure_tenant_database(&pool, "outage", 5, &password).await.unwrap();
+
+    pg = tokio::task::spawn_blocking(move || {
+        pg.stop();
+        pg
+    })
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let error = ensure_tenant_database(&pool, "outage", 5, &password).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(error, DatabaseError::Unreachable { .. }), "{error}");
+    assert_eq!(error.category(), "DatabaseUnreachable");
+    assert!(!error.to_string().contains(&password));
+    assert!(took <= CONNECT_TIMEOUT + Duration::from_secs(2), "took {took:?}");
+
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.start_again().unwrap();
+        pg
+    })
+    .await
+    .unwrap();
+    ensure_tenant_database(&pool, "outage", 5, &password).await.unwrap();
+    assert_eq!(roles_and_schemas(&pool, "tenant_outage").await, (1, 1));
+    tenant_conn(&pg, "outage", &password).await;
+}
