@@ -204,7 +204,8 @@ async fn ensure_is_idempotent_and_converges_from_partial_states() {
     sqlx::raw_sql(
         "CREATE ROLE tenant_drift LOGIN CREATEDB CREATEROLE BYPASSRLS CONNECTION LIMIT 100 VALID UNTIL '2000-01-01';
          CREATE SCHEMA tenant_drift; GRANT ALL ON SCHEMA tenant_drift TO PUBLIC;
-         GRANT CREATE ON SCHEMA public TO PUBLIC; GRANT ALL ON SCHEMA public TO tenant_drift",
+         GRANT CREATE ON SCHEMA public TO PUBLIC; GRANT ALL ON SCHEMA public TO tenant_drift;
+         GRANT pg_read_all_data, tenant_half TO tenant_drift",
     )
     .execute(&pool)
     .await
@@ -219,9 +220,17 @@ async fn ensure_is_idempotent_and_converges_from_partial_states() {
     .unwrap();
     assert!(!createdb && !createrole && !bypassrls);
     assert_eq!(limit, 4);
+    let memberships = count(
+        &pool,
+        "SELECT count(*) FROM pg_auth_members WHERE member = (SELECT oid FROM pg_roles WHERE rolname = $1)",
+        "tenant_drift",
+    )
+    .await;
+    assert_eq!(memberships, 0, "memberships that would reach other data were left");
     let mut drift = tenant_conn(&pg, "drift", &password).await; // expiry cleared
     sqlx::raw_sql("CREATE TABLE mine (x int)").execute(&mut drift).await.unwrap();
     expect_denied(&mut drift, "CREATE TABLE public.planted (x int)").await;
+    expect_denied(&mut drift, "SELECT * FROM tenant_half.t").await;
     // The other tenant lost the rights PUBLIC had on the drifted schema.
     expect_denied(&mut conn, "CREATE TABLE tenant_drift.planted (x int)").await;
     expect_denied(&mut conn, "SELECT * FROM tenant_drift.mine").await;
@@ -354,6 +363,7 @@ async fn an_outage_is_reported_as_unreachable_and_heals() {
     assert_eq!(error.category(), "DatabaseUnreachable");
     assert!(!error.to_string().contains(&password));
     assert!(took <= CONNECT_TIMEOUT + Duration::from_secs(2), "took {took:?}");
+    eprintln!("outage reported after {took:?}: {error}");
 
     let pg = tokio::task::spawn_blocking(move || {
         pg.start_again().unwrap();

@@ -33,7 +33,9 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 
 pub use identifiers::{MAX_IDENTIFIER_BYTES, TenantIdentifiers, quote_identifier, quote_literal};
-pub use provision::{TenantSchema, drop_tenant_database, ensure_tenant_database, retain_tenant_database};
+pub use provision::{
+    OPERATION_TIMEOUT, TenantSchema, drop_tenant_database, ensure_tenant_database, retain_tenant_database,
+};
 pub use server::{CONNECT_TIMEOUT, DatabaseServer};
 
 /// Length of generated passwords: 32 characters from 62 symbols, about 190 bits.

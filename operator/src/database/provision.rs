@@ -13,6 +13,9 @@
 //! row, and two concurrent transactions granting on the same object fail with "tuple concurrently
 //! updated". Locks are always taken tenant first, then shared, so they cannot deadlock.
 
+use std::future::Future;
+use std::time::Duration;
+
 use sqlx::postgres::{PgConnection, PgPool};
 
 use super::DatabaseError;
@@ -28,6 +31,11 @@ const LOCK_CLASS_SHARED: i32 = 0x454D_4253;
 /// Longest wait for a lock (advisory or on a catalog object) before giving up and letting the
 /// caller retry: better than a reconcile hanging behind a stuck session.
 const LOCK_TIMEOUT: &str = "10s";
+
+/// Upper bound for one whole call. The pool bounds connecting, `lock_timeout` bounds waiting for
+/// locks; this also covers a server that accepted the connection and then went silent (a network
+/// partition sends no reset), which would otherwise hang the reconcile.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What [`ensure_tenant_database`] provisioned: the names the tenant's Secret needs. The password is
 /// the caller's (it stored it first), so it is not repeated here.
@@ -63,6 +71,15 @@ pub async fn ensure_tenant_database(
     connection_limit: i32,
     password: &str,
 ) -> Result<TenantSchema, DatabaseError> {
+    bounded(ensure(pool, tenant, connection_limit, password)).await
+}
+
+async fn ensure(
+    pool: &PgPool,
+    tenant: &str,
+    connection_limit: i32,
+    password: &str,
+) -> Result<TenantSchema, DatabaseError> {
     let ids = TenantIdentifiers::for_tenant(tenant)?;
     if connection_limit < 1 {
         // -1 would mean unlimited and 0 would lock the tenant out; neither is a limit.
@@ -93,6 +110,7 @@ pub async fn ensure_tenant_database(
         format!("CREATE ROLE {role} WITH {attributes}")
     };
     execute(&mut tx, "creating or updating the role", &role_ddl).await?;
+    leave_other_roles(&mut tx, &ids).await?;
 
     execute(&mut tx, "creating the schema", &format!("CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {role}"))
         .await?;
@@ -143,8 +161,11 @@ async fn ensure_shared_grants(tx: &mut PgConnection, ids: &TenantIdentifiers) ->
 /// tenant back with its data.
 pub async fn retain_tenant_database(pool: &PgPool, tenant: &str) -> Result<(), DatabaseError> {
     let ids = TenantIdentifiers::for_tenant(tenant)?;
-    disable_login(pool, &ids).await?;
-    terminate_sessions(pool, &ids).await
+    bounded(async {
+        disable_login(pool, &ids).await?;
+        terminate_sessions(pool, &ids).await
+    })
+    .await
 }
 
 /// For `deletionPolicy: Delete`: ends the role's sessions, drops its schema with everything in it,
@@ -156,8 +177,12 @@ pub async fn retain_tenant_database(pool: &PgPool, tenant: &str) -> Result<(), D
 /// same server are not ours to touch; `DROP ROLE` then fails with a message naming them.
 pub async fn drop_tenant_database(pool: &PgPool, tenant: &str) -> Result<(), DatabaseError> {
     let ids = TenantIdentifiers::for_tenant(tenant)?;
-    disable_login(pool, &ids).await?;
-    terminate_sessions(pool, &ids).await?;
+    bounded(drop_existing(pool, &ids)).await
+}
+
+async fn drop_existing(pool: &PgPool, ids: &TenantIdentifiers) -> Result<(), DatabaseError> {
+    disable_login(pool, ids).await?;
+    terminate_sessions(pool, ids).await?;
 
     let mut tx = pool.begin().await.map_err(|e| DatabaseError::from_sqlx("connecting", e))?;
     lock(&mut tx, LOCK_CLASS_TENANT, &ids.role).await?;
@@ -170,6 +195,35 @@ pub async fn drop_tenant_database(pool: &PgPool, tenant: &str) -> Result<(), Dat
         execute(&mut tx, "dropping the role", &format!("DROP ROLE {role}")).await?;
     }
     tx.commit().await.map_err(|e| DatabaseError::from_sqlx("committing", e))
+}
+
+/// Revokes every role membership the tenant role holds. Tenant roles are never meant to be members
+/// of anything; a role of that name that existed before (made by hand, or restored) might carry
+/// e.g. `pg_read_all_data` or another tenant's role, which would undo the isolation.
+async fn leave_other_roles(tx: &mut PgConnection, ids: &TenantIdentifiers) -> Result<(), DatabaseError> {
+    let groups: Vec<String> = sqlx::query_scalar(
+        "SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+         WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = $1)",
+    )
+    .bind(&ids.role)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(|e| DatabaseError::from_sqlx("reading the role's memberships", e))?;
+    for group in groups {
+        let revoke = format!("REVOKE {} FROM {}", quote_identifier(&group)?, ids.quoted_role);
+        execute(tx, "revoking a role membership", &revoke).await?;
+    }
+    Ok(())
+}
+
+/// Runs `work` within [`OPERATION_TIMEOUT`]; running out means the server stopped answering.
+async fn bounded<T>(work: impl Future<Output = Result<T, DatabaseError>>) -> Result<T, DatabaseError> {
+    tokio::time::timeout(OPERATION_TIMEOUT, work).await.unwrap_or_else(|_| {
+        Err(DatabaseError::Unreachable {
+            step: "waiting for the server",
+            message: format!("no answer within {}s", OPERATION_TIMEOUT.as_secs()),
+        })
+    })
 }
 
 async fn disable_login(pool: &PgPool, ids: &TenantIdentifiers) -> Result<(), DatabaseError> {
