@@ -1,6 +1,17 @@
-//! ember-operator: reconciles Tenants and ModelDeployments.
+//! ember-operator: reconciles Tenants (and, later, ModelDeployments).
 //!
-//! Flow: `main` parses [`args`], loads the YAML [`config`], starts the
-//! health/metrics server and, once leader, the controllers.
+//! Flow: `main` parses [`args::Args`], loads [`config::OperatorConfig`],
+//! serves [`health`], campaigns for the [`leader`] Lease and, while leader,
+//! runs the [`tenant`] controller. [`database`] holds the PostgreSQL side of
+//! a tenant; [`error::Error`] is the crate's one error type.
 
+pub mod args;
+pub mod config;
+pub mod context;
 pub mod database;
+pub mod error;
+pub mod health;
+pub mod leader;
+pub mod metrics;
+pub mod telemetry;
+pub mod tenant;

@@ -1,0 +1,75 @@
+//! What every reconciliation gets: a client, the configuration, the Event
+//! recorder, metrics, and per-object retry counters for backoff.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+
+use crate::config::OperatorConfig;
+use crate::database::DatabaseServer;
+use crate::metrics::Metrics;
+
+/// Shared state of the controllers.
+#[derive(Clone)]
+pub struct Context {
+    pub client: Client,
+    pub config: OperatorConfig,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    failures: std::sync::Arc<Mutex<HashMap<String, u32>>>,
+    /// Admin connection pools per database server, rebuilt when credentials change.
+    pools: std::sync::Arc<Mutex<HashMap<String, (DatabaseServer, sqlx::PgPool)>>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// Shortest and longest retry delay after a transient failure.
+const BACKOFF_MIN: Duration = Duration::from_secs(2);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+impl Context {
+    pub fn new(client: Client, config: OperatorConfig, metrics: Metrics) -> Self {
+        let reporter = Reporter { controller: "ember-operator".into(), instance: std::env::var("POD_NAME").ok() };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            config,
+            metrics,
+            failures: Default::default(),
+            pools: Default::default(),
+        }
+    }
+
+    /// Delay before retrying `key` after another failure: doubles each time.
+    pub fn backoff(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let count = failures.entry(key.to_owned()).or_insert(0);
+        *count = count.saturating_add(1);
+        BACKOFF_MIN.saturating_mul(1 << (*count - 1).min(8)).min(BACKOFF_MAX)
+    }
+
+    /// Forgets the failures of `key` after a success.
+    pub fn reset_backoff(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+
+    /// The admin pool of `server`, reused while its connection details stay the same.
+    pub fn database_pool(&self, server: &DatabaseServer) -> sqlx::PgPool {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        match pools.get(&server.name) {
+            Some((known, pool)) if known == server => pool.clone(),
+            _ => {
+                let pool = server.admin_pool();
+                pools.insert(server.name.clone(), (server.clone(), pool.clone()));
+                pool
+            }
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! The operator's one error type, with a short category for metric labels
+//! and Event reasons, and a split between "the user must change something"
+//! and "try again later" that drives the controllers' error policy.
+
+/// Everything a reconcile can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(
+        "namespace {namespace} already exists and does not belong to this tenant; pick another tenant name or remove the namespace"
+    )]
+    NamespaceConflict { namespace: String },
+    #[error("database server {0:?} is not in the operator's configuration")]
+    UnknownDatabaseServer(String),
+    #[error("no database server is configured")]
+    NoDatabaseServers,
+    #[error("database: {0}")]
+    Database(#[from] crate::database::DatabaseError),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// A bounded, CamelCase category: metric label and Event/condition reason.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "KubernetesApiError",
+            Error::NamespaceConflict { .. } => "NamespaceConflict",
+            Error::UnknownDatabaseServer(_) => "UnknownDatabaseServer",
+            Error::NoDatabaseServers => "NoDatabaseServers",
+            Error::Database(e) => e.category(),
+            Error::Finalizer(_) => "FinalizerError",
+            Error::MissingField(_) => "InvalidObject",
+            Error::Config(_) => "ConfigurationError",
+        }
+    }
+
+    /// True when retrying cannot help until the user changes the spec (or
+    /// the platform team the configuration): the object is `Stalled`.
+    pub fn needs_user_action(&self) -> bool {
+        matches!(
+            self,
+            Error::NamespaceConflict { .. }
+                | Error::UnknownDatabaseServer(_)
+                | Error::NoDatabaseServers
+                | Error::MissingField(_)
+                | Error::Config(_)
+        )
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,505 @@
+//! Desired Kubernetes objects of a Tenant, computed from its spec alone.
+//!
+//! Pure: no client, no clock. Everything here is unit-tested from small
+//! fixtures; `apply` sends the result with server-side apply. Children carry
+//! our own labels (never copies of the Tenant's, see the GitOps checklist)
+//! and a controller owner reference to the Tenant, so garbage collection
+//! removes them with it.
+
+use std::collections::BTreeMap;
+
+use ember_crds::labels;
+use ember_crds::names::namespace_for;
+use ember_crds::tenant::{MemberRole, Subject, SubjectKind, Tenant};
+use k8s_openapi::api::core::v1::{
+    LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec, ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding, RoleRef, Subject as RbacSubject,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::ObjectMeta;
+use kube::{Resource, ResourceExt};
+
+use crate::error::{Error, Result};
+
+/// Names of the objects the operator puts into a tenant namespace.
+pub mod child_names {
+    pub const QUOTA: &str = "ember-quota";
+    pub const LIMIT_RANGE: &str = "ember-defaults";
+    pub const WORKLOAD_SERVICE_ACCOUNT: &str = "ember-workload";
+    pub const POLICY_DEFAULT_DENY: &str = "ember-default-deny";
+    pub const POLICY_SAME_NAMESPACE: &str = "ember-allow-same-namespace";
+    pub const POLICY_DNS: &str = "ember-allow-dns";
+    pub const POLICY_PLATFORM: &str = "ember-allow-platform";
+    pub const POLICY_EXTRA_NAMESPACES: &str = "ember-allow-extra-namespaces";
+    pub const POLICY_DATABASE: &str = "ember-allow-database";
+    pub const BINDING_OWNERS: &str = "ember-owners";
+    pub const BINDING_EDITORS: &str = "ember-editors";
+    pub const BINDING_VIEWERS: &str = "ember-viewers";
+}
+
+/// Aggregated ClusterRoles shipped in `config/rbac/tenant-roles.yaml`.
+pub mod tenant_cluster_roles {
+    pub const ADMIN: &str = "ember-tenant-admin";
+    pub const EDIT: &str = "ember-tenant-edit";
+    pub const VIEW: &str = "ember-tenant-view";
+}
+
+/// Where the tenant's database server is, for the egress policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseEndpoint {
+    pub cidr: String,
+    pub port: u16,
+}
+
+/// Everything the operator keeps in sync for one Tenant.
+#[derive(Debug, Clone)]
+pub struct TenantChildren {
+    pub namespace: Namespace,
+    pub quota: ResourceQuota,
+    pub limit_range: LimitRange,
+    pub network_policies: Vec<NetworkPolicy>,
+    pub service_account: ServiceAccount,
+    pub role_bindings: Vec<RoleBinding>,
+    pub reader_role: ClusterRole,
+    pub reader_binding: ClusterRoleBinding,
+}
+
+/// Name of the per-tenant ClusterRole (and binding) that lets the tenant's
+/// users read their own Tenant object, and nothing else cluster-wide.
+pub fn tenant_reader_name(tenant: &str) -> String {
+    format!("ember-tenant-{tenant}-reader")
+}
+
+/// Labels on every child of `tenant`.
+pub fn child_labels(tenant: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (labels::TENANT.to_owned(), tenant.to_owned()),
+        (labels::APP_MANAGED_BY.to_owned(), labels::MANAGED_BY_OPERATOR.to_owned()),
+        (labels::APP_PART_OF.to_owned(), labels::PART_OF_EMBER.to_owned()),
+    ])
+}
+
+fn owner_reference(tenant: &Tenant) -> Result<OwnerReference> {
+    tenant.controller_owner_ref(&()).ok_or(Error::MissingField("metadata.uid"))
+}
+
+fn meta(name: &str, namespace: Option<&str>, tenant: &str, owner: &OwnerReference) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: namespace.map(str::to_owned),
+        labels: Some(child_labels(tenant)),
+        owner_references: Some(vec![owner.clone()]),
+        ..Default::default()
+    }
+}
+
+/// Computes all children of `tenant`.
+pub fn desired_children(
+    tenant: &Tenant,
+    platform_namespace: &str,
+    database: Option<&DatabaseEndpoint>,
+) -> Result<TenantChildren> {
+    let name = tenant.name_any();
+    let owner = owner_reference(tenant)?;
+    let ns = namespace_for(&name);
+    Ok(TenantChildren {
+        namespace: namespace(&name, &owner),
+        quota: quota(tenant, &ns, &owner),
+        limit_range: limit_range(&name, &ns, &owner),
+        network_policies: network_policies(tenant, &ns, platform_namespace, database, &owner),
+        service_account: ServiceAccount {
+            metadata: meta(child_names::WORKLOAD_SERVICE_ACCOUNT, Some(&ns), &name, &owner),
+            // Model pods never talk to the Kubernetes API.
+            automount_service_account_token: Some(false),
+            ..Default::default()
+        },
+        role_bindings: role_bindings(tenant, &ns, &owner),
+        reader_role: reader_role(&name, &owner),
+        reader_binding: reader_binding(tenant, &owner),
+    })
+}
+
+fn namespace(tenant: &str, owner: &OwnerReference) -> Namespace {
+    let mut metadata = meta(&namespace_for(tenant), None, tenant, owner);
+    let labels = metadata.labels.get_or_insert_with(Default::default);
+    for key in [labels::PSS_ENFORCE, labels::PSS_AUDIT, labels::PSS_WARN] {
+        labels.insert(key.to_owned(), labels::PSS_LEVEL_RESTRICTED.to_owned());
+    }
+    labels.insert(labels::PSS_ENFORCE_VERSION.to_owned(), labels::PSS_VERSION.to_owned());
+    Namespace { metadata, ..Default::default() }
+}
+
+fn quota(tenant: &Tenant, ns: &str, owner: &OwnerReference) -> ResourceQuota {
+    let q = &tenant.spec.quota;
+    let hard = BTreeMap::from([
+        ("requests.cpu".to_owned(), q.cpu.clone()),
+        ("limits.cpu".to_owned(), q.cpu.clone()),
+        ("requests.memory".to_owned(), q.memory.clone()),
+        ("limits.memory".to_owned(), q.memory.clone()),
+        ("requests.nvidia.com/gpu".to_owned(), Quantity(q.gpus.to_string())),
+        ("pods".to_owned(), Quantity(q.pods.to_string())),
+        ("requests.storage".to_owned(), q.storage.clone()),
+        ("count/modeldeployments.ember.dev".to_owned(), Quantity(q.model_deployments.to_string())),
+        // Tenants never expose node ports or cloud load balancers.
+        ("services.nodeports".to_owned(), Quantity("0".into())),
+        ("services.loadbalancers".to_owned(), Quantity("0".into())),
+    ]);
+    ResourceQuota {
+        metadata: meta(child_names::QUOTA, Some(ns), &tenant.name_any(), owner),
+        spec: Some(ResourceQuotaSpec { hard: Some(hard), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+fn limit_range(tenant: &str, ns: &str, owner: &OwnerReference) -> LimitRange {
+    let quantities = |cpu: &str, memory: &str| {
+        BTreeMap::from([("cpu".to_owned(), Quantity(cpu.into())), ("memory".to_owned(), Quantity(memory.into()))])
+    };
+    LimitRange {
+        metadata: meta(child_names::LIMIT_RANGE, Some(ns), tenant, owner),
+        spec: Some(LimitRangeSpec {
+            limits: vec![LimitRangeItem {
+                type_: "Container".into(),
+                // Containers without requests/limits still fit the quota.
+                default_request: Some(quantities("100m", "128Mi")),
+                default: Some(quantities("500m", "512Mi")),
+                ..Default::default()
+            }],
+        }),
+    }
+}
+
+fn namespace_selector(names: &[&str]) -> LabelSelector {
+    LabelSelector {
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: "kubernetes.io/metadata.name".into(),
+            operator: "In".into(),
+            values: Some(names.iter().map(|n| (*n).to_owned()).collect()),
+        }]),
+        ..Default::default()
+    }
+}
+
+fn policy(
+    name: &str,
+    tenant: &str,
+    ns: &str,
+    owner: &OwnerReference,
+    ingress: Option<Vec<NetworkPolicyIngressRule>>,
+    egress: Option<Vec<NetworkPolicyEgressRule>>,
+) -> NetworkPolicy {
+    let mut types = Vec::new();
+    if ingress.is_some() {
+        types.push("Ingress".to_owned());
+    }
+    if egress.is_some() {
+        types.push("Egress".to_owned());
+    }
+    NetworkPolicy {
+        metadata: meta(name, Some(ns), tenant, owner),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector::default()),
+            policy_types: Some(types),
+            ingress,
+            egress,
+        }),
+    }
+}
+
+fn port(protocol: &str, number: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort { protocol: Some(protocol.into()), port: Some(IntOrString::Int(number)), end_port: None }
+}
+
+fn network_policies(
+    tenant: &Tenant,
+    ns: &str,
+    platform_namespace: &str,
+    database: Option<&DatabaseEndpoint>,
+    owner: &OwnerReference,
+) -> Vec<NetworkPolicy> {
+    use child_names::*;
+    let name = tenant.name_any();
+    let same_namespace = NetworkPolicyPeer { pod_selector: Some(LabelSelector::default()), ..Default::default() };
+    let mut policies = vec![
+        // Everything is denied unless another policy allows it.
+        policy(POLICY_DEFAULT_DENY, &name, ns, owner, Some(vec![]), Some(vec![])),
+        policy(
+            POLICY_SAME_NAMESPACE,
+            &name,
+            ns,
+            owner,
+            Some(vec![NetworkPolicyIngressRule { from: Some(vec![same_namespace.clone()]), ports: None }]),
+            Some(vec![NetworkPolicyEgressRule { to: Some(vec![same_namespace]), ports: None }]),
+        ),
+        policy(
+            POLICY_DNS,
+            &name,
+            ns,
+            owner,
+            None,
+            Some(vec![NetworkPolicyEgressRule {
+                to: Some(vec![NetworkPolicyPeer {
+                    namespace_selector: Some(namespace_selector(&["kube-system"])),
+                    pod_selector: Some(LabelSelector {
+                        match_labels: Some(BTreeMap::from([("k8s-app".to_owned(), "kube-dns".to_owned())])),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ports: Some(vec![port("UDP", 53), port("TCP", 53)]),
+            }]),
+        ),
+        policy(
+            POLICY_PLATFORM,
+            &name,
+            ns,
+            owner,
+            Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![NetworkPolicyPeer {
+                    namespace_selector: Some(namespace_selector(&[platform_namespace])),
+                    ..Default::default()
+                }]),
+                ports: None,
+            }]),
+            None,
+        ),
+    ];
+    // Always present so that emptying the list takes effect: a policy with
+    // no rules allows nothing (an empty `from` would allow everything).
+    let extra: Vec<&str> = tenant.spec.network.allow_from_namespaces.iter().map(String::as_str).collect();
+    let extra_rules = if extra.is_empty() {
+        vec![]
+    } else {
+        vec![NetworkPolicyIngressRule {
+            from: Some(vec![NetworkPolicyPeer {
+                namespace_selector: Some(namespace_selector(&extra)),
+                ..Default::default()
+            }]),
+            ports: None,
+        }]
+    };
+    policies.push(policy(POLICY_EXTRA_NAMESPACES, &name, ns, owner, Some(extra_rules), None));
+    let database_rules = match database {
+        Some(db) => vec![NetworkPolicyEgressRule {
+            to: Some(vec![NetworkPolicyPeer {
+                ip_block: Some(IPBlock { cidr: db.cidr.clone(), except: None }),
+                ..Default::default()
+            }]),
+            ports: Some(vec![port("TCP", i32::from(db.port))]),
+        }],
+        None => vec![],
+    };
+    policies.push(policy(POLICY_DATABASE, &name, ns, owner, None, Some(database_rules)));
+    policies
+}
+
+fn rbac_subject(kind: SubjectKind, name: &str) -> RbacSubject {
+    RbacSubject {
+        api_group: Some("rbac.authorization.k8s.io".into()),
+        kind: match kind {
+            SubjectKind::User => "User".into(),
+            SubjectKind::Group => "Group".into(),
+        },
+        name: name.to_owned(),
+        namespace: None,
+    }
+}
+
+fn owners(tenant: &Tenant) -> Vec<RbacSubject> {
+    tenant.spec.owners.iter().map(|Subject { kind, name }| rbac_subject(*kind, name)).collect()
+}
+
+fn members_with(tenant: &Tenant, role: MemberRole) -> Vec<RbacSubject> {
+    tenant.spec.members.iter().filter(|m| m.role == role).map(|m| rbac_subject(m.kind, &m.name)).collect()
+}
+
+fn role_bindings(tenant: &Tenant, ns: &str, owner: &OwnerReference) -> Vec<RoleBinding> {
+    let name = tenant.name_any();
+    let binding = |binding_name: &str, cluster_role: &str, subjects: Vec<RbacSubject>| RoleBinding {
+        metadata: meta(binding_name, Some(ns), &name, owner),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: cluster_role.into(),
+        },
+        subjects: Some(subjects),
+    };
+    vec![
+        binding(child_names::BINDING_OWNERS, tenant_cluster_roles::ADMIN, owners(tenant)),
+        binding(child_names::BINDING_EDITORS, tenant_cluster_roles::EDIT, members_with(tenant, MemberRole::Edit)),
+        binding(child_names::BINDING_VIEWERS, tenant_cluster_roles::VIEW, members_with(tenant, MemberRole::View)),
+    ]
+}
+
+fn reader_role(tenant: &str, owner: &OwnerReference) -> ClusterRole {
+    ClusterRole {
+        metadata: meta(&tenant_reader_name(tenant), None, tenant, owner),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![ember_crds::GROUP.into()]),
+            resources: Some(vec!["tenants".into(), "tenants/status".into()]),
+            resource_names: Some(vec![tenant.to_owned()]),
+            verbs: vec!["get".into()],
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
+}
+
+fn reader_binding(tenant: &Tenant, owner: &OwnerReference) -> ClusterRoleBinding {
+    let name = tenant.name_any();
+    let mut subjects = owners(tenant);
+    subjects.extend(tenant.spec.members.iter().map(|m| rbac_subject(m.kind, &m.name)));
+    ClusterRoleBinding {
+        metadata: meta(&tenant_reader_name(&name), None, &name, owner),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: tenant_reader_name(&name),
+        },
+        subjects: Some(subjects),
+    }
+}
+
+/// Whether an existing namespace was made by the operator for this Tenant.
+/// A namespace with the right name but another owner is a squatter and is
+/// never adopted.
+pub fn namespace_belongs_to(namespace: &Namespace, tenant: &Tenant) -> bool {
+    let labelled = namespace.labels().get(labels::TENANT).is_some_and(|t| *t == tenant.name_any());
+    let owned = namespace
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == tenant.meta().uid.as_ref());
+    labelled && owned
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use ember_crds::tenant::{Member, TenantSpec};
+
+    fn tenant() -> Tenant {
+        let mut t = Tenant::new(
+            "acme",
+            TenantSpec {
+                owners: vec![Subject { kind: SubjectKind::User, name: "alice".into() }],
+                members: vec![
+                    Member { kind: SubjectKind::Group, name: "ds".into(), role: MemberRole::Edit },
+                    Member { kind: SubjectKind::User, name: "bob".into(), role: MemberRole::View },
+                ],
+                ..Default::default()
+            },
+        );
+        t.metadata.uid = Some("uid-1".into());
+        t
+    }
+
+    #[test]
+    fn namespace_is_restricted_labelled_and_owned() {
+        let children = desired_children(&tenant(), "ember-system", None).unwrap();
+        let ns = &children.namespace;
+        assert_eq!(ns.metadata.name.as_deref(), Some("tenant-acme"));
+        let labels = ns.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
+        assert_eq!(labels["pod-security.kubernetes.io/enforce-version"], "v1.37");
+        assert_eq!(labels["ember.dev/tenant"], "acme");
+        let owner = &ns.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("Tenant", "uid-1", Some(true)));
+        assert!(namespace_belongs_to(ns, &tenant()));
+    }
+
+    #[test]
+    fn tenant_labels_are_not_copied_to_children() {
+        let mut t = tenant();
+        t.metadata.labels = Some(BTreeMap::from([("argocd.argoproj.io/instance".into(), "x".into())]));
+        let children = desired_children(&t, "ember-system", None).unwrap();
+        assert!(!children.namespace.metadata.labels.unwrap().contains_key("argocd.argoproj.io/instance"));
+    }
+
+    #[test]
+    fn quota_follows_spec_and_forbids_exposed_services() {
+        let mut t = tenant();
+        t.spec.quota.cpu = Quantity("7".into());
+        t.spec.quota.gpus = 2;
+        t.spec.quota.model_deployments = 3;
+        let hard = desired_children(&t, "p", None).unwrap().quota.spec.unwrap().hard.unwrap();
+        assert_eq!(hard["requests.cpu"].0, "7");
+        assert_eq!(hard["requests.nvidia.com/gpu"].0, "2");
+        assert_eq!(hard["count/modeldeployments.ember.dev"].0, "3");
+        assert_eq!(hard["services.nodeports"].0, "0");
+        assert_eq!(hard["services.loadbalancers"].0, "0");
+    }
+
+    #[test]
+    fn network_policies_deny_by_default_and_allow_only_what_is_listed() {
+        let mut t = tenant();
+        let db = DatabaseEndpoint { cidr: "10.1.2.3/32".into(), port: 5432 };
+        let policies = desired_children(&t, "ember-system", Some(&db)).unwrap().network_policies;
+        let by_name = |n: &str| policies.iter().find(|p| p.metadata.name.as_deref() == Some(n)).unwrap().clone();
+        let deny = by_name(child_names::POLICY_DEFAULT_DENY).spec.unwrap();
+        assert_eq!(deny.policy_types.unwrap(), vec!["Ingress", "Egress"]);
+        assert_eq!(deny.ingress.unwrap().len(), 0);
+        assert_eq!(deny.egress.unwrap().len(), 0);
+        let extra = by_name(child_names::POLICY_EXTRA_NAMESPACES).spec.unwrap();
+        assert!(extra.ingress.unwrap().is_empty(), "no extra namespaces: no rules, not an allow-all rule");
+        let database = by_name(child_names::POLICY_DATABASE).spec.unwrap().egress.unwrap();
+        assert_eq!(database[0].to.as_ref().unwrap()[0].ip_block.as_ref().unwrap().cidr, "10.1.2.3/32");
+
+        t.spec.network.allow_from_namespaces = vec!["ingress-nginx".into()];
+        let policies = desired_children(&t, "ember-system", None).unwrap().network_policies;
+        let extra = policies.iter().find(|p| p.metadata.name.as_deref() == Some(child_names::POLICY_EXTRA_NAMESPACES));
+        let rules = extra.unwrap().spec.clone().unwrap().ingress.unwrap();
+        let selector = rules[0].from.as_ref().unwrap()[0].namespace_selector.clone().unwrap();
+        assert_eq!(selector.match_expressions.unwrap()[0].values.clone().unwrap(), vec!["ingress-nginx"]);
+    }
+
+    #[test]
+    fn role_bindings_map_owners_and_members_to_cluster_roles() {
+        let bindings = desired_children(&tenant(), "p", None).unwrap().role_bindings;
+        let subjects = |i: usize| -> Vec<String> {
+            bindings[i].subjects.clone().unwrap().into_iter().map(|s| format!("{}:{}", s.kind, s.name)).collect()
+        };
+        assert_eq!(bindings[0].role_ref.name, tenant_cluster_roles::ADMIN);
+        assert_eq!(subjects(0), vec!["User:alice"]);
+        assert_eq!(bindings[1].role_ref.name, tenant_cluster_roles::EDIT);
+        assert_eq!(subjects(1), vec!["Group:ds"]);
+        assert_eq!(bindings[2].role_ref.name, tenant_cluster_roles::VIEW);
+        assert_eq!(subjects(2), vec!["User:bob"]);
+    }
+
+    #[test]
+    fn reader_role_grants_get_on_the_own_tenant_only() {
+        let children = desired_children(&tenant(), "p", None).unwrap();
+        let rule = &children.reader_role.rules.unwrap()[0];
+        assert_eq!(rule.resource_names.as_deref(), Some(&["acme".to_owned()][..]));
+        assert_eq!(rule.verbs, vec!["get"]);
+        assert_eq!(children.reader_binding.subjects.unwrap().len(), 3);
+    }
+
+    #[test]
+    fn workload_service_account_has_no_token() {
+        let sa = desired_children(&tenant(), "p", None).unwrap().service_account;
+        assert_eq!(sa.automount_service_account_token, Some(false));
+    }
+
+    #[test]
+    fn squatted_namespace_does_not_belong() {
+        let squatter = Namespace {
+            metadata: ObjectMeta {
+                name: Some("tenant-acme".into()),
+                labels: Some(BTreeMap::from([("ember.dev/tenant".into(), "acme".into())])),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(!namespace_belongs_to(&squatter, &tenant()));
+    }
+}

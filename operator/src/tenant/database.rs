@@ -1,0 +1,146 @@
+//! The database step of the Tenant reconciler: placement on a server, the
+//! credentials Secret in the tenant namespace, and the role + schema on
+//! PostgreSQL (through [`crate::database`]), plus cleanup on deletion.
+//!
+//! The Secret is written before the role so the password is never lost: a
+//! crash between the two leaves a Secret whose password the next
+//! reconciliation sets on the role.
+
+use std::collections::BTreeMap;
+
+use ember_crds::labels::FIELD_MANAGER_OPERATOR;
+use ember_crds::names::{DATABASE_SECRET_NAME, namespace_for};
+use ember_crds::tenant::{DeletionPolicy, Tenant, TenantDatabaseStatus};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+
+use super::build::{DatabaseEndpoint, child_labels};
+use crate::config::DatabaseServerConfig;
+use crate::context::Context;
+use crate::database::{self, DatabaseServer};
+use crate::error::{Error, Result};
+
+/// The server this tenant's schema lives (or will live) on.
+pub fn placement(tenant: &Tenant, ctx: &Context) -> Result<DatabaseServerConfig> {
+    let recorded = tenant.status.as_ref().and_then(|s| s.database.as_ref()).map(|d| d.server.as_str());
+    ctx.config.place_tenant(&tenant.name_any(), tenant.spec.database.server.as_deref(), recorded).cloned()
+}
+
+/// Where tenant pods may reach their database, if the configuration says.
+pub fn endpoint(server: &DatabaseServerConfig) -> Option<DatabaseEndpoint> {
+    server.network_cidr.as_ref().map(|cidr| DatabaseEndpoint { cidr: cidr.clone(), port: server.port })
+}
+
+fn secret_string(secret: &Secret, key: &str) -> Option<String> {
+    secret.data.as_ref()?.get(key).and_then(|v| String::from_utf8(v.0.clone()).ok())
+}
+
+/// Connection details of a server, with its admin credentials from the
+/// Secret named in the configuration.
+async fn server_with_credentials(config: &DatabaseServerConfig, ctx: &Context) -> Result<DatabaseServer> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.config.platform_namespace);
+    let secret = secrets.get_opt(&config.admin_secret).await?.ok_or_else(|| {
+        Error::Config(format!(
+            "admin Secret {}/{} of database server {} not found",
+            ctx.config.platform_namespace, config.admin_secret, config.name
+        ))
+    })?;
+    let field = |key: &str| {
+        secret_string(&secret, key).ok_or_else(|| {
+            Error::Config(format!(
+                "admin Secret {} of database server {} lacks key {key}",
+                config.admin_secret, config.name
+            ))
+        })
+    };
+    Ok(DatabaseServer {
+        name: config.name.clone(),
+        host: config.host.clone(),
+        port: config.port,
+        database: config.database.clone(),
+        admin_user: field("username")?,
+        admin_password: field("password")?,
+    })
+}
+
+/// Makes the tenant's credentials Secret, role and schema exist.
+pub async fn ensure(tenant: &Tenant, config: &DatabaseServerConfig, ctx: &Context) -> Result<TenantDatabaseStatus> {
+    let name = tenant.name_any();
+    let server = server_with_credentials(config, ctx).await?;
+    let namespace = namespace_for(&name);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let password = match secrets.get_opt(DATABASE_SECRET_NAME).await?.and_then(|s| secret_string(&s, "password")) {
+        Some(existing) => existing,
+        None => database::random_password(),
+    };
+    let schema = ember_crds::names::schema_name_for(&name);
+    let role = ember_crds::names::database_role_for(&name);
+    let owner = tenant.controller_owner_ref(&()).ok_or(Error::MissingField("metadata.uid"))?;
+    let data: BTreeMap<String, ByteString> = [
+        ("host", server.host.clone()),
+        ("port", server.port.to_string()),
+        ("database", server.database.clone()),
+        ("username", role.clone()),
+        ("password", password.clone()),
+        ("schema", schema.clone()),
+        ("url", database::connection_url(&server, &name, &password)?),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes())))
+    .collect();
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(DATABASE_SECRET_NAME.into()),
+            namespace: Some(namespace.clone()),
+            labels: Some(child_labels(&name)),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Default::default()
+    };
+    let mut body = serde_json::to_value(&secret).unwrap_or_default();
+    body["apiVersion"] = "v1".into();
+    body["kind"] = "Secret".into();
+    secrets
+        .patch(DATABASE_SECRET_NAME, &PatchParams::apply(FIELD_MANAGER_OPERATOR).force(), &Patch::Apply(&body))
+        .await?;
+
+    let pool = ctx.database_pool(&server);
+    database::ensure_tenant_database(&pool, &name, tenant.spec.database.connection_limit, &password).await?;
+    Ok(TenantDatabaseStatus { server: server.name, schema, secret_name: DATABASE_SECRET_NAME.into() })
+}
+
+/// Applies the deletion policy to the tenant's schema and role. Returns what
+/// happened, for the Event. Fails (and so keeps the finalizer) while the
+/// server is unreachable: nothing is silently orphaned.
+pub async fn clean_up(tenant: &Tenant, ctx: &Context) -> Result<String> {
+    let Some(recorded) = tenant.status.as_ref().and_then(|s| s.database.as_ref()) else {
+        return Ok("no database schema was provisioned".into());
+    };
+    let config = ctx
+        .config
+        .database_servers
+        .iter()
+        .find(|s| s.name == recorded.server)
+        .ok_or_else(|| Error::UnknownDatabaseServer(recorded.server.clone()))?;
+    let server = server_with_credentials(config, ctx).await?;
+    let pool = ctx.database_pool(&server);
+    let name = tenant.name_any();
+    Ok(match tenant.spec.database.deletion_policy {
+        DeletionPolicy::Delete => {
+            database::drop_tenant_database(&pool, &name).await?;
+            format!("dropped schema {} and its role on server {}", recorded.schema, recorded.server)
+        }
+        DeletionPolicy::Retain => {
+            database::retain_tenant_database(&pool, &name).await?;
+            format!(
+                "kept schema {} on server {} (deletionPolicy Retain); its role can no longer log in",
+                recorded.schema, recorded.server
+            )
+        }
+    })
+}

@@ -1,0 +1,54 @@
+//! The Tenant controller: watches Tenants and everything they own, and runs
+//! [`reconcile::reconcile`] for each change.
+
+pub mod apply;
+pub mod build;
+pub mod database;
+pub mod reconcile;
+pub mod status;
+
+use std::sync::Arc;
+
+use ember_crds::labels;
+use ember_crds::tenant::Tenant;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
+use kube::Api;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::watcher;
+
+use crate::context::Context;
+
+/// Runs the Tenant controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    concurrency: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    // Only our own children are cached: a large cluster's RoleBindings or
+    // Secrets would otherwise fill the operator's memory.
+    let ours =
+        watcher::Config::default().labels(&format!("{}={}", labels::APP_MANAGED_BY, labels::MANAGED_BY_OPERATOR));
+    Controller::new(Api::<Tenant>::all(client.clone()), watcher::Config::default())
+        .owns(Api::<Namespace>::all(client.clone()), ours.clone())
+        .owns(Api::<ResourceQuota>::all(client.clone()), ours.clone())
+        .owns(Api::<LimitRange>::all(client.clone()), ours.clone())
+        .owns(Api::<NetworkPolicy>::all(client.clone()), ours.clone())
+        .owns(Api::<ServiceAccount>::all(client.clone()), ours.clone())
+        .owns(Api::<RoleBinding>::all(client.clone()), ours.clone())
+        .owns(Api::<Secret>::all(client.clone()), ours.clone())
+        .owns(Api::<ClusterRole>::all(client.clone()), ours.clone())
+        .owns(Api::<ClusterRoleBinding>::all(client.clone()), ours)
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "tenant reconcile finished with an error");
+            }
+        })
+        .await;
+}

@@ -1,0 +1,196 @@
+//! The Tenant reconciler: a short driver over the named steps
+//! (build → namespace → children → database → status).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ember_crds::labels::TENANT_FINALIZER;
+use ember_crds::names::namespace_for;
+use ember_crds::tenant::{Tenant, TenantStatus};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use tracing::{info, instrument, warn};
+
+use super::build::{DatabaseEndpoint, desired_children, namespace_belongs_to};
+use super::status::{Observed, Outcome, initial_status, next_status};
+use super::{apply, database};
+use crate::context::Context;
+use crate::error::{Error, Result};
+
+/// Name of this controller in metrics and logs.
+pub const CONTROLLER: &str = "tenant";
+
+/// How often a converged Tenant is checked again (drift from outside the
+/// API server, e.g. a dropped database schema, is only seen this way).
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// Entry point called by the controller runtime.
+#[instrument(skip_all, fields(tenant = %tenant.name_any()))]
+pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let result = reconcile_lifecycle(tenant, &ctx).await;
+    ctx.metrics.observe(CONTROLLER, started.elapsed(), result.as_ref().err().map(Error::category));
+    result
+}
+
+/// The finalizer protocol: the finalizer goes on before anything is made
+/// outside Kubernetes, and comes off only after the database part has been
+/// cleaned up according to the deletion policy.
+async fn reconcile_lifecycle(tenant: Arc<Tenant>, ctx: &Context) -> Result<Action> {
+    let has_finalizer = tenant.finalizers().iter().any(|f| f == TENANT_FINALIZER);
+    if tenant.meta().deletion_timestamp.is_some() {
+        if has_finalizer {
+            clean_up(&tenant, ctx).await?;
+            set_finalizers(
+                ctx,
+                &tenant,
+                tenant.finalizers().iter().filter(|f| *f != TENANT_FINALIZER).cloned().collect(),
+            )
+            .await?;
+        }
+        return Ok(Action::await_change());
+    }
+    if !has_finalizer {
+        let mut finalizers = tenant.finalizers().to_vec();
+        finalizers.push(TENANT_FINALIZER.to_owned());
+        // The patch triggers the next reconciliation, which does the work.
+        set_finalizers(ctx, &tenant, finalizers).await?;
+        return Ok(Action::await_change());
+    }
+    converge(&tenant, ctx).await
+}
+
+/// Replaces the finalizer list, guarded by the resourceVersion we read so a
+/// concurrent change is never overwritten.
+async fn set_finalizers(ctx: &Context, tenant: &Tenant, finalizers: Vec<String>) -> Result<()> {
+    let api: Api<Tenant> = Api::all(ctx.client.clone());
+    let patch = serde_json::json!({
+        "metadata": { "finalizers": finalizers, "resourceVersion": tenant.resource_version() }
+    });
+    api.patch(&tenant.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+/// Decides when to retry a failed reconciliation.
+pub fn error_policy(tenant: Arc<Tenant>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(tenant = %tenant.name_any(), category = error.category(), %error, "reconcile failed");
+    if error.needs_user_action() {
+        // A spec change triggers a new reconcile; check now and then anyway
+        // in case the platform configuration changed.
+        Action::requeue(RESYNC)
+    } else {
+        Action::requeue(ctx.backoff(&tenant.name_any()))
+    }
+}
+
+async fn converge(tenant: &Tenant, ctx: &Context) -> Result<Action> {
+    let name = tenant.name_any();
+    let generation = tenant.meta().generation;
+    if tenant.status.as_ref().is_none_or(|s| s.conditions.is_empty()) {
+        write_status(ctx, tenant, &initial_status(generation, &now())).await?;
+    }
+
+    let mut observed = Observed::default();
+    let result = converge_steps(tenant, ctx, &mut observed).await;
+    let outcome = match &result {
+        Ok(()) => Outcome::Converged,
+        Err(Step::Namespace(e)) => Outcome::NamespaceFailed(e),
+        Err(Step::Children(e)) => Outcome::ChildrenFailed(e),
+        Err(Step::Database(e)) => Outcome::DatabaseFailed(e),
+    };
+    let status = next_status(tenant.status.as_ref(), generation, &outcome, &observed, &now());
+    if tenant.status.as_ref() != Some(&status) {
+        write_status(ctx, tenant, &status).await?;
+        publish_transition(ctx, tenant, &outcome).await;
+    }
+    match result {
+        Ok(()) => {
+            ctx.reset_backoff(&name);
+            Ok(Action::requeue(RESYNC))
+        }
+        Err(step) => Err(step.into_error()),
+    }
+}
+
+/// A failure, tagged with the step it happened in.
+enum Step {
+    Namespace(Error),
+    Children(Error),
+    Database(Error),
+}
+
+impl Step {
+    fn into_error(self) -> Error {
+        match self {
+            Step::Namespace(e) | Step::Children(e) | Step::Database(e) => e,
+        }
+    }
+}
+
+async fn converge_steps(tenant: &Tenant, ctx: &Context, observed: &mut Observed) -> Result<(), Step> {
+    let name = tenant.name_any();
+    let placement = database::placement(tenant, ctx).map_err(Step::Database);
+    let endpoint: Option<DatabaseEndpoint> = placement.as_ref().ok().and_then(database::endpoint);
+    let children =
+        desired_children(tenant, &ctx.config.platform_namespace, endpoint.as_ref()).map_err(Step::Namespace)?;
+
+    ensure_namespace_is_ours(tenant, ctx).await.map_err(Step::Namespace)?;
+    apply::apply_namespace(&ctx.client, &children).await.map_err(Step::Namespace)?;
+    observed.namespace = Some(namespace_for(&name));
+
+    apply::apply_namespaced_children(&ctx.client, &children).await.map_err(Step::Children)?;
+
+    let server = placement?;
+    observed.database = Some(database::ensure(tenant, &server, ctx).await.map_err(Step::Database)?);
+    Ok(())
+}
+
+/// Refuses to touch a namespace of the tenant's name that is not ours.
+async fn ensure_namespace_is_ours(tenant: &Tenant, ctx: &Context) -> Result<()> {
+    let namespace = namespace_for(&tenant.name_any());
+    match Api::<Namespace>::all(ctx.client.clone()).get_opt(&namespace).await? {
+        Some(existing) if !namespace_belongs_to(&existing, tenant) => Err(Error::NamespaceConflict { namespace }),
+        _ => Ok(()),
+    }
+}
+
+async fn clean_up(tenant: &Tenant, ctx: &Context) -> Result<()> {
+    let note = database::clean_up(tenant, ctx).await?;
+    info!(tenant = %tenant.name_any(), %note, "tenant deleted");
+    publish(ctx, tenant, EventType::Normal, "Deleted", "Delete", note).await;
+    Ok(())
+}
+
+async fn write_status(ctx: &Context, tenant: &Tenant, status: &TenantStatus) -> Result<()> {
+    let api: Api<Tenant> = Api::all(ctx.client.clone());
+    let patch = serde_json::json!({ "status": status });
+    api.patch_status(&tenant.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+/// Events only on status changes: this bounds their rate by design.
+async fn publish_transition(ctx: &Context, tenant: &Tenant, outcome: &Outcome<'_>) {
+    match outcome {
+        Outcome::Converged => {
+            publish(ctx, tenant, EventType::Normal, "Reconciled", "Reconcile", "tenant is ready".into()).await
+        }
+        Outcome::NamespaceFailed(e) | Outcome::ChildrenFailed(e) | Outcome::DatabaseFailed(e) => {
+            publish(ctx, tenant, EventType::Warning, e.category(), "Reconcile", e.to_string()).await
+        }
+    }
+}
+
+async fn publish(ctx: &Context, tenant: &Tenant, type_: EventType, reason: &str, action: &str, note: String) {
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+    if let Err(error) = ctx.recorder.publish(&event, &tenant.object_ref(&())).await {
+        warn!(%error, "could not publish an Event");
+    }
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}

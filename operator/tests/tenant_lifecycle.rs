@@ -1,0 +1,255 @@
+//! The Tenant controller against a real control plane and real PostgreSQL,
+//! running with exactly the operator's ClusterRole.
+//!
+//! One test function walks through the lifecycle: the controller watches
+//! every Tenant in the shared cluster, so scenarios run one after another
+//! against a single controller instead of racing several.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use ember_crds::tenant::Tenant;
+use ember_testenv::{Postgres, poll};
+use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use sqlx::{Connection, PgConnection};
+
+fn tenant(name: &str, spec: serde_json::Value) -> Tenant {
+    serde_json::from_value(json!({
+        "apiVersion": "ember.dev/v1alpha1", "kind": "Tenant",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn secret_value(secret: &Secret, key: &str) -> String {
+    String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
+}
+
+async fn wait_gone<K>(api: &Api<K>, name: &str, what: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    poll::until_async(what, TIMEOUT, async || {
+        Ok(api.get_opt(name).await.map_err(|e| ember_testenv::Error::Kube(e.to_string()))?.is_none().then_some(()))
+    })
+    .await
+    .unwrap();
+}
+
+async fn schema_exists(pg: &Postgres, schema: &str) -> bool {
+    let mut conn = PgConnection::connect(&pg.url()).await.unwrap();
+    sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+        .bind(schema)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_lifecycle() {
+    let admin = admin_client().await;
+    let mut pg = tokio::task::spawn_blocking(|| Postgres::start().unwrap()).await.unwrap();
+    let server = database_server(&admin, "pg-main", &pg).await;
+    let operator = RunningOperator::start(vec![server]).await;
+    let tenants: Api<Tenant> = Api::all(admin.clone());
+
+    create_makes_every_child(&admin, &tenants, &pg).await;
+    updates_and_hand_edits_converge(&admin, &tenants).await;
+    squatted_namespace_is_never_adopted(&admin, &tenants).await;
+    database_outage_degrades_and_heals(&admin, &tenants, &mut pg).await;
+    deletion_follows_the_policy(&admin, &tenants, &pg).await;
+
+    operator.stop().await;
+}
+
+async fn create_makes_every_child(admin: &Client, tenants: &Api<Tenant>, pg: &Postgres) {
+    let spec = json!({
+        "owners": [{"kind": "User", "name": "alice@acme.example"}],
+        "members": [{"kind": "Group", "name": "acme-ds", "role": "edit"}],
+        "quota": {"cpu": "8", "memory": "32Gi", "gpus": 1, "pods": 30, "modelDeployments": 4},
+        "network": {"allowFromNamespaces": ["ingress-nginx"]},
+    });
+    tenants.create(&PostParams::default(), &tenant("acme", spec)).await.unwrap();
+    let ready = wait_for_tenant(admin, "acme", "acme Ready", is_ready).await;
+    let status = ready.status.clone().unwrap();
+    assert_eq!(status.namespace.as_deref(), Some("tenant-acme"));
+    let database = status.database.clone().unwrap();
+    assert_eq!((database.server.as_str(), database.schema.as_str()), ("pg-main", "tenant_acme"));
+    for condition in ["NamespaceReady", "QuotaReady", "DatabaseReady"] {
+        assert!(has_condition(&ready, condition, "True", None), "{condition} not True: {status:#?}");
+    }
+    assert!(has_condition(&ready, "Reconciling", "False", None));
+    assert!(has_condition(&ready, "Stalled", "False", None));
+
+    let ns = Api::<Namespace>::all(admin.clone()).get("tenant-acme").await.unwrap();
+    assert_eq!(ns.labels()["pod-security.kubernetes.io/enforce"], "restricted");
+    assert_eq!(ns.labels()["ember.dev/tenant"], "acme");
+    assert_eq!(ns.owner_references()[0].uid, ready.metadata.uid.clone().unwrap());
+
+    let quota = Api::<ResourceQuota>::namespaced(admin.clone(), "tenant-acme").get("ember-quota").await.unwrap();
+    let hard = quota.spec.unwrap().hard.unwrap();
+    assert_eq!(hard["requests.cpu"].0, "8");
+    assert_eq!(hard["requests.nvidia.com/gpu"].0, "1");
+    assert_eq!(hard["count/modeldeployments.ember.dev"].0, "4");
+
+    let policies =
+        Api::<NetworkPolicy>::namespaced(admin.clone(), "tenant-acme").list(&Default::default()).await.unwrap();
+    let names: Vec<_> = policies.items.iter().map(|p| p.name_any()).collect();
+    for expected in ["ember-default-deny", "ember-allow-dns", "ember-allow-platform", "ember-allow-database"] {
+        assert!(names.contains(&expected.to_owned()), "missing {expected} in {names:?}");
+    }
+
+    let owners = Api::<RoleBinding>::namespaced(admin.clone(), "tenant-acme").get("ember-owners").await.unwrap();
+    assert_eq!(owners.role_ref.name, "ember-tenant-admin");
+    assert_eq!(owners.subjects.unwrap()[0].name, "alice@acme.example");
+
+    // The credentials Secret works against the real server, and the role lands in its own schema.
+    let secret = Api::<Secret>::namespaced(admin.clone(), "tenant-acme").get("ember-database").await.unwrap();
+    assert_eq!(secret_value(&secret, "username"), "tenant_acme");
+    assert_eq!(secret_value(&secret, "port"), pg.port().to_string());
+    let mut conn = PgConnection::connect(&secret_value(&secret, "url")).await.unwrap();
+    sqlx::query("CREATE TABLE embeddings (id int)").execute(&mut conn).await.unwrap();
+    let schema: String =
+        sqlx::query_scalar("SELECT table_schema::text FROM information_schema.tables WHERE table_name = 'embeddings'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(schema, "tenant_acme");
+
+    // Steady state: a second look changes nothing.
+    let rv = ready.metadata.resource_version.clone();
+    let again = tenants.get("acme").await.unwrap();
+    assert_eq!(again.metadata.resource_version, rv);
+}
+
+async fn updates_and_hand_edits_converge(admin: &Client, tenants: &Api<Tenant>) {
+    let quotas = Api::<ResourceQuota>::namespaced(admin.clone(), "tenant-acme");
+    let policies = Api::<NetworkPolicy>::namespaced(admin.clone(), "tenant-acme");
+
+    // Spec change → children follow.
+    tenants
+        .patch("acme", &PatchParams::default(), &Patch::Merge(json!({"spec": {"quota": {"cpu": "12"}}})))
+        .await
+        .unwrap();
+    poll::until_async("quota follows the spec", TIMEOUT, async || {
+        let q = quotas.get("ember-quota").await.map_err(|e| ember_testenv::Error::Kube(e.to_string()))?;
+        Ok((q.spec.unwrap().hard.unwrap()["requests.cpu"].0 == "12").then_some(()))
+    })
+    .await
+    .unwrap();
+    wait_for_tenant(admin, "acme", "acme Ready at new generation", is_ready).await;
+
+    // A hand edit of a child is reverted.
+    quotas
+        .patch(
+            "ember-quota",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"hard": {"requests.cpu": "999"}}})),
+        )
+        .await
+        .unwrap();
+    poll::until_async("hand-edited quota restored", TIMEOUT, async || {
+        let q = quotas.get("ember-quota").await.map_err(|e| ember_testenv::Error::Kube(e.to_string()))?;
+        Ok((q.spec.unwrap().hard.unwrap()["requests.cpu"].0 == "12").then_some(()))
+    })
+    .await
+    .unwrap();
+
+    // A deleted child comes back.
+    policies.delete("ember-default-deny", &DeleteParams::default()).await.unwrap();
+    poll::until_async("deleted policy restored", TIMEOUT, async || {
+        Ok(policies
+            .get_opt("ember-default-deny")
+            .await
+            .map_err(|e| ember_testenv::Error::Kube(e.to_string()))?
+            .map(|_| ()))
+    })
+    .await
+    .unwrap();
+}
+
+async fn squatted_namespace_is_never_adopted(admin: &Client, tenants: &Api<Tenant>) {
+    let namespaces = Api::<Namespace>::all(admin.clone());
+    let squatter: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "tenant-squat", "labels": {"owner": "someone-else"}}}))
+            .unwrap();
+    namespaces.create(&PostParams::default(), &squatter).await.unwrap();
+    tenants.create(&PostParams::default(), &tenant("squat", json!({}))).await.unwrap();
+    let stalled = wait_for_tenant(admin, "squat", "squat Stalled", |t| {
+        has_condition(t, "Ready", "False", Some("NamespaceConflict"))
+            && has_condition(t, "Stalled", "True", Some("NamespaceConflict"))
+    })
+    .await;
+    assert!(has_condition(&stalled, "NamespaceReady", "False", Some("NamespaceConflict")));
+    let ns = namespaces.get("tenant-squat").await.unwrap();
+    assert!(ns.owner_references().is_empty(), "squatted namespace got an owner");
+    assert!(!ns.labels().contains_key("ember.dev/tenant"), "squatted namespace got relabelled");
+    tenants.delete("squat", &DeleteParams::default()).await.unwrap();
+    wait_gone(tenants, "squat", "squat tenant deleted").await;
+    assert!(namespaces.get_opt("tenant-squat").await.unwrap().is_some(), "squatted namespace was deleted");
+}
+
+async fn database_outage_degrades_and_heals(admin: &Client, tenants: &Api<Tenant>, pg: &mut Postgres) {
+    let pg_owned = std::mem::replace(pg, tokio::task::spawn_blocking(|| Postgres::start().unwrap()).await.unwrap());
+    let mut stopped = tokio::task::spawn_blocking(move || {
+        let mut pg = pg_owned;
+        pg.stop();
+        pg
+    })
+    .await
+    .unwrap();
+    // A spec change forces a reconcile that needs the database.
+    tenants
+        .patch("acme", &PatchParams::default(), &Patch::Merge(json!({"spec": {"database": {"connectionLimit": 7}}})))
+        .await
+        .unwrap();
+    wait_for_tenant(admin, "acme", "acme DatabaseReady=False while PostgreSQL is down", |t| {
+        has_condition(t, "DatabaseReady", "False", Some("DatabaseUnreachable"))
+            && has_condition(t, "Ready", "False", None)
+            && has_condition(t, "Reconciling", "True", None)
+    })
+    .await;
+    stopped = tokio::task::spawn_blocking(move || {
+        stopped.start_again().unwrap();
+        stopped
+    })
+    .await
+    .unwrap();
+    wait_for_tenant(admin, "acme", "acme Ready after PostgreSQL is back", is_ready).await;
+    let mut conn = PgConnection::connect(&stopped.url()).await.unwrap();
+    let (roles, limit): (i64, i32) =
+        sqlx::query_as("SELECT count(*), max(rolconnlimit) FROM pg_roles WHERE rolname = 'tenant_acme'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!((roles, limit), (1, 7), "exactly one role with the new limit");
+    drop(std::mem::replace(pg, stopped));
+}
+
+async fn deletion_follows_the_policy(admin: &Client, tenants: &Api<Tenant>, pg: &Postgres) {
+    let namespaces = Api::<Namespace>::all(admin.clone());
+    // Retain (the default): namespace goes, schema stays.
+    tenants.delete("acme", &DeleteParams::default()).await.unwrap();
+    wait_gone(tenants, "acme", "acme deleted").await;
+    wait_gone(&namespaces, "tenant-acme", "tenant-acme namespace deleted").await;
+    assert!(schema_exists(pg, "tenant_acme").await, "Retain must keep the schema");
+
+    // Delete: schema and role dropped.
+    tenants
+        .create(&PostParams::default(), &tenant("doomed", json!({"database": {"deletionPolicy": "Delete"}})))
+        .await
+        .unwrap();
+    wait_for_tenant(admin, "doomed", "doomed Ready", is_ready).await;
+    assert!(schema_exists(pg, "tenant_doomed").await);
+    tenants.delete("doomed", &DeleteParams::default()).await.unwrap();
+    wait_gone(tenants, "doomed", "doomed deleted").await;
+    assert!(!schema_exists(pg, "tenant_doomed").await, "Delete must drop the schema");
+    wait_gone(&namespaces, "tenant-doomed", "tenant-doomed namespace deleted").await;
+}
