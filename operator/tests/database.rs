@@ -237,24 +237,25 @@ async fn ensure_is_idempotent_and_converges_from_partial_states() {
 }
 
 #[tokio::test]
-async fn concurrent_ensures_of_many_tenants_do_not_conflict() {
+async fn concurrent_ensures_from_several_replicas_do_not_conflict() {
     let pg = start_postgres().await;
-    let pool = server_for(&pg).admin_pool();
+    // Three "operator replicas", each with its own pool, all reconciling the same tenants at once:
+    // the advisory locks must serialise what would otherwise fail with "tuple concurrently
+    // updated" (GRANTs on the shared database row) or duplicate-role errors.
+    let replicas: Vec<PgPool> = (0..3).map(|_| server_for(&pg).admin_pool()).collect();
     let password = random_password();
-    // Two "replicas" per tenant, many tenants at once: the advisory locks must serialise what
-    // would otherwise fail with "tuple concurrently updated" or duplicate roles.
-    let tasks: Vec<_> = (0..12)
-        .flat_map(|i| [i, i])
-        .map(|i| {
-            let (pool, password) = (pool.clone(), password.clone());
-            tokio::spawn(async move { ensure_tenant_database(&pool, &format!("t{i}"), 2, &password).await })
+    let tasks: Vec<_> = (0..16)
+        .flat_map(|tenant| replicas.iter().map(move |pool| (tenant, pool.clone())))
+        .map(|(tenant, pool)| {
+            let password = password.clone();
+            tokio::spawn(async move { ensure_tenant_database(&pool, &format!("t{tenant}"), 2, &password).await })
         })
         .collect();
     for task in tasks {
         task.await.unwrap().unwrap();
     }
-    for i in 0..12 {
-        assert_eq!(roles_and_schemas(&pool, &format!("tenant_t{i}")).await, (1, 1));
+    for tenant in 0..16 {
+        assert_eq!(roles_and_schemas(&replicas[0], &format!("tenant_t{tenant}")).await, (1, 1));
     }
 }
 

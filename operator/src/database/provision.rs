@@ -144,7 +144,7 @@ async fn ensure_shared_grants(tx: &mut PgConnection, ids: &TenantIdentifiers) ->
     if !exists(tx, NEEDS_WORK, &ids.role).await? {
         return Ok(());
     }
-    // MUTATION lock(tx, LOCK_CLASS_SHARED, "shared").await?;
+    lock(tx, LOCK_CLASS_SHARED, "shared").await?;
     let database: String = sqlx::query_scalar("SELECT current_database()::text")
         .fetch_one(&mut *tx)
         .await
