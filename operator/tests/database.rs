@@ -124,6 +124,15 @@ async fn tenants_cannot_touch_each_other_or_create_in_public() {
     // Nor can a tenant hand itself rights on its neighbour's schema or its neighbour's role.
     expect_denied(&mut a, "GRANT USAGE ON SCHEMA tenant_beta TO tenant_alpha").await;
     expect_denied(&mut a, "GRANT tenant_beta TO tenant_alpha").await;
+
+    // An owner may share its schema, but the next reconcile takes that back: tenants are isolated.
+    sqlx::raw_sql("GRANT USAGE ON SCHEMA tenant_beta TO tenant_alpha; GRANT SELECT ON secrets TO tenant_alpha")
+        .execute(&mut b)
+        .await
+        .unwrap();
+    sqlx::raw_sql("SELECT * FROM tenant_beta.secrets").execute(&mut a).await.unwrap();
+    ensure_tenant_database(&pool, "beta", 5, &password_b).await.unwrap();
+    expect_denied(&mut a, "SELECT * FROM tenant_beta.secrets").await;
 }
 
 #[tokio::test]
@@ -205,7 +214,8 @@ async fn ensure_is_idempotent_and_converges_from_partial_states() {
         "CREATE ROLE tenant_drift LOGIN CREATEDB CREATEROLE BYPASSRLS CONNECTION LIMIT 100 VALID UNTIL '2000-01-01';
          CREATE SCHEMA tenant_drift; GRANT ALL ON SCHEMA tenant_drift TO PUBLIC;
          GRANT CREATE ON SCHEMA public TO PUBLIC; GRANT ALL ON SCHEMA public TO tenant_drift;
-         GRANT pg_read_all_data, tenant_half TO tenant_drift",
+         GRANT pg_read_all_data, tenant_half TO tenant_drift;
+         GRANT USAGE, CREATE ON SCHEMA tenant_drift TO tenant_half WITH GRANT OPTION",
     )
     .execute(&pool)
     .await

@@ -57,8 +57,9 @@ pub struct TenantSchema {
 /// * The password is set on every call. The Kubernetes Secret is the source of truth: the caller
 ///   passes what it stored, so setting it again is a no-op for logins, repairs drift, and makes
 ///   rotation "write a new Secret, reconcile". (A fresh salt each time means `pg_authid` changes.)
-/// * The schema exists, is owned by the role, and `PUBLIC` has no rights on it, so no other tenant
-///   can use it. The role's `search_path` is its schema alone.
+/// * The schema exists, is owned by the role, and nobody else (not `PUBLIC`, not a role the owner
+///   shared it with) has rights on it, so no other tenant can use it. The role is a member of no
+///   other role. Its `search_path` is its schema alone.
 /// * Nobody but the owner may create in `public` (PostgreSQL 15's default, enforced here for older
 ///   servers and for servers where someone granted it), and the role holds no rights of its own there.
 /// * The role holds `CONNECT` on the database explicitly, so the server admin may revoke `CONNECT`
@@ -117,6 +118,7 @@ async fn ensure(
     // A schema left behind by someone else (or restored from a dump) may have another owner.
     execute(&mut tx, "setting the schema owner", &format!("ALTER SCHEMA {schema} OWNER TO {role}")).await?;
     execute(&mut tx, "closing the schema to others", &format!("REVOKE ALL ON SCHEMA {schema} FROM PUBLIC")).await?;
+    revoke_schema_grants(&mut tx, &ids).await?;
     execute(&mut tx, "setting the search path", &format!("ALTER ROLE {role} SET search_path = {schema}")).await?;
 
     ensure_shared_grants(&mut tx, &ids).await?;
@@ -212,6 +214,25 @@ async fn leave_other_roles(tx: &mut PgConnection, ids: &TenantIdentifiers) -> Re
     for group in groups {
         let revoke = format!("REVOKE {} FROM {}", quote_identifier(&group)?, ids.quoted_role);
         execute(tx, "revoking a role membership", &revoke).await?;
+    }
+    Ok(())
+}
+
+/// Revokes every right on the schema held by anyone but its owner. The owner may have shared it,
+/// or the schema predates the tenant; either way tenants are isolated, and this is what keeps them
+/// so. (Rights on tables inside are harmless without `USAGE` on the schema.)
+async fn revoke_schema_grants(tx: &mut PgConnection, ids: &TenantIdentifiers) -> Result<(), DatabaseError> {
+    let grantees: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT g.rolname::text FROM pg_namespace n, aclexplode(n.nspacl) a JOIN pg_roles g ON g.oid = a.grantee
+         WHERE n.nspname = $1 AND a.grantee <> n.nspowner",
+    )
+    .bind(&ids.schema)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(|e| DatabaseError::from_sqlx("reading the schema's grants", e))?;
+    for grantee in grantees {
+        let revoke = format!("REVOKE ALL ON SCHEMA {} FROM {} CASCADE", ids.quoted_schema, quote_identifier(&grantee)?);
+        execute(tx, "revoking a schema grant", &revoke).await?;
     }
     Ok(())
 }
