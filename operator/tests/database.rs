@@ -247,6 +247,47 @@ async fn ensure_is_idempotent_and_converges_from_partial_states() {
 }
 
 #[tokio::test]
+async fn a_crash_mid_ensure_leaves_nothing_half_done() {
+    let pg = start_postgres().await;
+    let pool = server_for(&pg).admin_pool();
+    let password = random_password();
+    ensure_tenant_database(&pool, "first", 2, &password).await.unwrap();
+
+    // Hold the lock ensure takes for shared grants (class "EMBS", key hashtext('shared') in
+    // provision.rs), so a new tenant's ensure stops after creating its role and schema.
+    let mut blocker = connect_as(&pg, SUPERUSER, pg.password()).await.unwrap();
+    sqlx::raw_sql("SELECT pg_advisory_lock(1162691155, hashtext('shared'))").execute(&mut blocker).await.unwrap();
+    let ensure = tokio::spawn({
+        let (pool, password) = (pool.clone(), password.clone());
+        async move { ensure_tenant_database(&pool, "crashy", 2, &password).await }
+    });
+    // Wait until it is stuck on the lock, then kill its backend: the operator "crashed" there.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let waiting_pid = loop {
+        assert!(Instant::now() < deadline && !ensure.is_finished(), "ensure never waited for the shared lock");
+        let pid: Option<i32> =
+            sqlx::query_scalar("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+        if let Some(pid) = pid {
+            break pid;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    sqlx::query("SELECT pg_terminate_backend($1)").bind(waiting_pid).execute(&pool).await.unwrap();
+    let error = ensure.await.unwrap().unwrap_err();
+    assert!(matches!(error, DatabaseError::Unreachable { .. }), "{error}");
+    // Role and schema had been created in that transaction; none of it survived.
+    assert_eq!(roles_and_schemas(&pool, "tenant_crashy").await, (0, 0));
+
+    drop(blocker);
+    ensure_tenant_database(&pool, "crashy", 2, &password).await.unwrap();
+    assert_eq!(roles_and_schemas(&pool, "tenant_crashy").await, (1, 1));
+    tenant_conn(&pg, "crashy", &password).await;
+}
+
+#[tokio::test]
 async fn concurrent_ensures_from_several_replicas_do_not_conflict() {
     let pg = start_postgres().await;
     // Three "operator replicas", each with its own pool, all reconciling the same tenants at once:
