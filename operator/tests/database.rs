@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use ember_operator::database::{
-    CONNECT_TIMEOUT, DatabaseError, DatabaseServer, drop_tenant_database, ensure_tenant_database, random_password,
-    retain_tenant_database,
+    CONNECT_TIMEOUT, DatabaseError, DatabaseServer, connection_url, drop_tenant_database, ensure_tenant_database,
+    random_password, retain_tenant_database,
 };
 use ember_testenv::{Postgres, SUPERUSER};
 use sqlx::postgres::{PgConnectOptions, PgPool};
@@ -99,6 +99,63 @@ async fn ensure_creates_a_role_that_owns_and_uses_its_schema() {
     assert_eq!(schema, "tenant_data_team");
     let x: i32 = sqlx::query_scalar("SELECT x FROM tenant_data_team.t").fetch_one(&mut conn).await.unwrap();
     assert_eq!(x, 7);
+
+    // The URL that goes into the tenant's Secret works as is.
+    let url = connection_url(&server_for(&pg), "data-team", &password).unwrap();
+    let mut via_url = PgConnection::connect(&url).await.unwrap();
+    let x: i32 = sqlx::query_scalar("SELECT x FROM t").fetch_one(&mut via_url).await.unwrap();
+    assert_eq!(x, 7);
+}
+
+/// Captures everything the process logs through `tracing`, at every level.
+#[derive(Clone, Default)]
+struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn passwords_reach_neither_our_logs_nor_the_server_log() {
+    let pg = start_postgres().await;
+    let pool = server_for(&pg).admin_pool();
+    // The most talkative server configuration: every statement in the server log.
+    sqlx::raw_sql("ALTER SYSTEM SET log_statement = 'all'").execute(&pool).await.unwrap();
+    sqlx::raw_sql("SELECT pg_reload_conf()").execute(&pool).await.unwrap();
+    let logs = CapturedLogs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer({
+            let logs = logs.clone();
+            move || logs.clone()
+        })
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (password, rotated) = (random_password(), random_password());
+    ensure_tenant_database(&pool, "quiet", 2, &password).await.unwrap();
+    ensure_tenant_database(&pool, "quiet", 2, &rotated).await.unwrap();
+    tenant_conn(&pg, "quiet", &rotated).await;
+
+    // sqlx logs statements by default; a marker through a default connection proves the capture works.
+    let mut marker = tenant_conn(&pg, "quiet", &rotated).await;
+    sqlx::raw_sql("SELECT 'capture-check'").execute(&mut marker).await.unwrap();
+
+    let ours = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    assert!(ours.contains("capture-check"), "log capture saw nothing; the check below would prove nothing");
+    let server = std::fs::read_to_string(pg.dir().join("postgres.log")).unwrap();
+    assert!(server.contains("ALTER ROLE"), "statement logging is not on; the check below would prove nothing");
+    for secret in [&password, &rotated] {
+        assert!(!ours.contains(secret.as_str()), "password in the operator's logs");
+        assert!(!server.contains(secret.as_str()), "password in the server log");
+    }
+    assert!(!ours.contains("SCRAM-SHA-256$"), "password verifier in the operator's logs");
 }
 
 #[tokio::test]
