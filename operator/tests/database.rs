@@ -453,6 +453,16 @@ async fn invalid_input_never_reaches_the_server() {
 }
 
 #[tokio::test]
+async fn wrong_admin_credentials_are_reported_as_such() {
+    let pg = start_postgres().await;
+    let mut server = server_for(&pg);
+    server.admin_password = "not-the-password".into();
+    let error = ensure_tenant_database(&server.admin_pool(), "acme", 2, &random_password()).await.unwrap_err();
+    assert_eq!(error.category(), "DatabaseAuthenticationFailed", "{error}");
+    assert!(!error.to_string().contains("not-the-password"));
+}
+
+#[tokio::test]
 async fn an_outage_is_reported_as_unreachable_and_heals() {
     let mut pg = start_postgres().await;
     let pool = server_for(&pg).admin_pool();

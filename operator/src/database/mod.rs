@@ -67,6 +67,9 @@ impl DatabaseError {
     pub fn category(&self) -> &'static str {
         match self {
             DatabaseError::Unreachable { .. } => "DatabaseUnreachable",
+            // SQLSTATE class 28: the admin credentials are wrong; 42501: the admin role lacks a right.
+            DatabaseError::Sql { code: Some(code), .. } if code.starts_with("28") => "DatabaseAuthenticationFailed",
+            DatabaseError::Sql { code: Some(code), .. } if code == "42501" => "DatabasePermissionDenied",
             DatabaseError::Sql { .. } => "DatabaseError",
             DatabaseError::InvalidName { .. } => "InvalidDatabaseName",
             DatabaseError::InvalidLiteral { .. } => "InvalidDatabasePassword",
