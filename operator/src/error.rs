@@ -17,6 +17,8 @@ pub enum Error {
     NoDatabaseServers,
     #[error("database: {0}")]
     Database(#[from] crate::database::DatabaseError),
+    #[error("waiting for the controller-manager to compute the status of ResourceQuota {0}")]
+    QuotaPending(String),
     #[error("finalizer: {0}")]
     Finalizer(String),
     #[error("object has no {0}")]
@@ -34,10 +36,16 @@ impl Error {
             Error::UnknownDatabaseServer(_) => "UnknownDatabaseServer",
             Error::NoDatabaseServers => "NoDatabaseServers",
             Error::Database(e) => e.category(),
+            Error::QuotaPending(_) => "QuotaPending",
             Error::Finalizer(_) => "FinalizerError",
             Error::MissingField(_) => "InvalidObject",
             Error::Config(_) => "ConfigurationError",
         }
+    }
+
+    /// Expected while things settle: retried quietly, without a Warning Event.
+    pub fn is_transitional(&self) -> bool {
+        matches!(self, Error::QuotaPending(_))
     }
 
     /// True when retrying cannot help until the user changes the spec (or

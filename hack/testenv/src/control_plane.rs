@@ -127,6 +127,9 @@ impl ControlPlane {
             "--kube-api-qps=200".to_owned(),
             "--kube-api-burst=400".to_owned(),
             "--concurrent-namespace-syncs=10".to_owned(),
+            // Quotas on freshly installed CRDs (count/modeldeployments.ember.dev)
+            // get their usage only on a full resync: 5 min by default.
+            "--resource-quota-sync-period=10s".to_owned(),
             "--v=1".to_owned(),
         ]);
         processes.push(Supervised::spawn("kube-controller-manager", kcm, &root.join("kube-controller-manager.log"))?);

@@ -3,6 +3,7 @@
 //! which is how hand edits get reverted.
 
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::ResourceQuota;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -11,7 +12,7 @@ use serde::de::DeserializeOwned;
 use ember_crds::labels::FIELD_MANAGER_OPERATOR;
 
 use super::build::TenantChildren;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 fn params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER_OPERATOR).force()
@@ -70,4 +71,25 @@ pub async fn apply_namespaced_children(client: &Client, children: &TenantChildre
     apply_cluster(client, &children.reader_role).await?;
     apply_cluster(client, &children.reader_binding).await?;
     Ok(())
+}
+
+/// Fails with [`Error::QuotaPending`] until the controller-manager has
+/// computed the quota's status for every resource it limits. Until then the
+/// API server refuses every object the quota covers ("status unknown for
+/// quota"), so the tenant is not ready for its users yet.
+pub async fn ensure_quota_enforced(client: &Client, children: &TenantChildren) -> Result<()> {
+    let desired = &children.quota;
+    let api: Api<ResourceQuota> = Api::namespaced(client.clone(), &desired.namespace().unwrap_or_default());
+    let current = api.get(&desired.name_any()).await?;
+    let wanted = desired.spec.as_ref().and_then(|s| s.hard.as_ref());
+    // Admission needs `used` for every limited resource; for custom
+    // resources the quota controller fills it only after its discovery
+    // resync has found the CRD, which can take a while after install.
+    let known = current.status.as_ref().and_then(|s| s.used.as_ref());
+    let enforced = match (wanted, known) {
+        (Some(wanted), Some(known)) => wanted.keys().all(|k| known.contains_key(k)),
+        (None, _) => true,
+        (Some(_), None) => false,
+    };
+    if enforced { Ok(()) } else { Err(Error::QuotaPending(desired.name_any())) }
 }

@@ -77,6 +77,10 @@ async fn set_finalizers(ctx: &Context, tenant: &Tenant, finalizers: Vec<String>)
 
 /// Decides when to retry a failed reconciliation.
 pub fn error_policy(tenant: Arc<Tenant>, error: &Error, ctx: Arc<Context>) -> Action {
+    if error.is_transitional() {
+        tracing::debug!(tenant = %tenant.name_any(), %error, "waiting");
+        return Action::requeue(Duration::from_secs(1));
+    }
     warn!(tenant = %tenant.name_any(), category = error.category(), %error, "reconcile failed");
     if error.needs_user_action() {
         // A spec change triggers a new reconcile; check now and then anyway
@@ -143,6 +147,7 @@ async fn converge_steps(tenant: &Tenant, ctx: &Context, observed: &mut Observed)
     observed.namespace = Some(namespace_for(&name));
 
     apply::apply_namespaced_children(&ctx.client, &children).await.map_err(Step::Children)?;
+    apply::ensure_quota_enforced(&ctx.client, &children).await.map_err(Step::Children)?;
 
     let server = placement?;
     observed.database = Some(database::ensure(tenant, &server, ctx).await.map_err(Step::Database)?);
@@ -178,6 +183,8 @@ async fn publish_transition(ctx: &Context, tenant: &Tenant, outcome: &Outcome<'_
         Outcome::Converged => {
             publish(ctx, tenant, EventType::Normal, "Reconciled", "Reconcile", "tenant is ready".into()).await
         }
+        Outcome::NamespaceFailed(e) | Outcome::ChildrenFailed(e) | Outcome::DatabaseFailed(e)
+            if e.is_transitional() => {}
         Outcome::NamespaceFailed(e) | Outcome::ChildrenFailed(e) | Outcome::DatabaseFailed(e) => {
             publish(ctx, tenant, EventType::Warning, e.category(), "Reconcile", e.to_string()).await
         }
