@@ -6,6 +6,7 @@
 //! cargo bench -p ember-runtime --bench throughput
 //! EMBER_BENCH_PYTHON=/path/to/venv/bin/python picks the Python that has
 //! sentence-transformers (default `python3`; the rows are skipped without it).
+//! EMBER_BENCH_THREADS sets the compute threads of both (default: CPU quota).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/support/mod.rs"]
@@ -125,13 +126,14 @@ async fn over_http(url: &str, sentences: Arc<Vec<String>>, clients: usize) -> Ro
     }
 }
 
-fn pytorch_reference(sentences: &[String]) -> Option<(String, Vec<Row>)> {
+fn pytorch_reference(sentences: &[String], threads: usize) -> Option<(String, Vec<Row>)> {
     let python = std::env::var("EMBER_BENCH_PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), serde_json::to_vec(sentences).unwrap()).unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench_reference.py");
     let batches = BATCHES.map(|b| b.to_string()).join(",");
     let output = std::process::Command::new(&python)
+        .env("EMBER_BENCH_THREADS", threads.to_string())
         .arg(script)
         .arg(minilm_dir())
         .arg(file.path())
@@ -158,7 +160,11 @@ fn pytorch_reference(sentences: &[String]) -> Option<(String, Vec<Row>)> {
 }
 
 fn main() {
-    let threads = ember_runtime::threads::cpu_budget();
+    // EMBER_BENCH_THREADS pins both sides (ember and PyTorch) to the same count.
+    let threads = std::env::var("EMBER_BENCH_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(ember_runtime::threads::cpu_budget);
     ember_runtime::threads::configure_compute_pool(threads);
     let sentences = sentences();
     let dir = minilm_dir();
@@ -185,7 +191,7 @@ fn main() {
         rows
     });
 
-    let reference = pytorch_reference(&sentences);
+    let reference = pytorch_reference(&sentences, threads);
     println!("\nall-MiniLM-L6-v2, {} short sentences, {threads} compute threads\n", sentences.len());
     println!("| run | sentences/s | p50 ms | p99 ms | ember / PyTorch |");
     println!("|---|---:|---:|---:|---:|");
