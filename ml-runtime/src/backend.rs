@@ -4,7 +4,7 @@
 
 use burn::tensor::Device;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// `--backend`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -28,5 +28,7 @@ fn wgpu_device() -> Result<Device> {
 
 #[cfg(not(feature = "wgpu"))]
 fn wgpu_device() -> Result<Device> {
-    Err(Error::Config("this ember-runtime was built without the 'wgpu' feature; use --backend cpu".into()))
+    Err(crate::error::Error::Config(
+        "this ember-runtime was built without the 'wgpu' feature; use --backend cpu".into(),
+    ))
 }
