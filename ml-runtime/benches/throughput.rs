@@ -160,6 +160,12 @@ fn pytorch_reference(sentences: &[String], threads: usize) -> Option<(String, Ve
 }
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` does not, and
+    // a multi-minute benchmark has no place in a test run.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("throughput: benchmark only runs under `cargo bench`");
+        return;
+    }
     // EMBER_BENCH_THREADS pins both sides (ember and PyTorch) to the same count.
     let threads = std::env::var("EMBER_BENCH_THREADS")
         .ok()
