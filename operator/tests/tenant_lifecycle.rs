@@ -250,6 +250,17 @@ async fn deletion_follows_the_policy(admin: &Client, tenants: &Api<Tenant>, pg: 
     assert!(schema_exists(pg, "tenant_doomed").await);
     tenants.delete("doomed", &DeleteParams::default()).await.unwrap();
     wait_gone(tenants, "doomed", "doomed deleted").await;
-    assert!(!schema_exists(pg, "tenant_doomed").await, "Delete must drop the schema");
+    if schema_exists(pg, "tenant_doomed").await {
+        // Say which cleanup path ran: the operator's Events carry it.
+        let events =
+            Api::<k8s_openapi::api::events::v1::Event>::all(admin.clone()).list(&Default::default()).await.unwrap();
+        let notes: Vec<_> = events
+            .items
+            .iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("doomed"))
+            .map(|e| format!("{:?}: {:?}", e.reason, e.note))
+            .collect();
+        panic!("Delete must drop the schema; events of doomed: {notes:#?}");
+    }
     wait_gone(&namespaces, "tenant-doomed", "tenant-doomed namespace deleted").await;
 }
