@@ -44,7 +44,11 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(%identity, lease = %args.lease_name, "campaigning for leadership");
         leader::campaign(client.clone(), lease, stop_rx.clone())
     } else {
-        watch::channel(true).1
+        // Without election this replica always leads; the sender must outlive
+        // the run, or the closed channel would read as "leadership lost".
+        let (always, leading) = watch::channel(true);
+        std::mem::forget(always);
+        leading
     };
 
     // Wait to lead (or to be told to stop).

@@ -123,10 +123,72 @@ async fn create_makes_every_child(admin: &Client, tenants: &Api<Tenant>, pg: &Po
             .unwrap();
     assert_eq!(schema, "tenant_acme");
 
-    // Steady state: a second look changes nothing.
-    let rv = ready.metadata.resource_version.clone();
-    let again = tenants.get("acme").await.unwrap();
-    assert_eq!(again.metadata.resource_version, rv);
+    // Steady state: reconciling again rewrites no child. A spec change that
+    // touches no child forces a reconcile; every child keeps its resourceVersion.
+    let before = child_versions(admin).await;
+    tenants
+        .patch("acme", &PatchParams::default(), &Patch::Merge(json!({"spec": {"displayName": "ACME"}})))
+        .await
+        .unwrap();
+    wait_for_tenant(admin, "acme", "acme Ready after a no-op change", is_ready).await;
+    assert_eq!(child_versions(admin).await, before, "a reconcile without changes rewrote children");
+}
+
+/// resourceVersion of every namespaced child of tenant acme.
+async fn child_versions(admin: &Client) -> Vec<(String, Option<String>)> {
+    let ns = "tenant-acme";
+    let mut versions = Vec::new();
+    let mut add = |kind: &str, items: Vec<kube::api::ObjectMeta>| {
+        versions
+            .extend(items.into_iter().map(|m| (format!("{kind}/{}", m.name.unwrap_or_default()), m.resource_version)));
+    };
+    let lp = kube::api::ListParams::default().labels("app.kubernetes.io/managed-by=ember-operator");
+    add(
+        "quota",
+        Api::<ResourceQuota>::namespaced(admin.clone(), ns)
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|o| o.metadata)
+            .collect(),
+    );
+    add(
+        "policy",
+        Api::<NetworkPolicy>::namespaced(admin.clone(), ns)
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|o| o.metadata)
+            .collect(),
+    );
+    add(
+        "binding",
+        Api::<RoleBinding>::namespaced(admin.clone(), ns)
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|o| o.metadata)
+            .collect(),
+    );
+    add(
+        "secret",
+        Api::<Secret>::namespaced(admin.clone(), ns)
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|o| o.metadata)
+            .collect(),
+    );
+    versions.sort();
+    versions
 }
 
 async fn updates_and_hand_edits_converge(admin: &Client, tenants: &Api<Tenant>) {

@@ -203,13 +203,16 @@ fn policy(
     if egress.is_some() {
         types.push("Egress".to_owned());
     }
+    // The API server drops empty rule lists; sending `[]` would make every
+    // server-side apply a change (a write and a watch event that triggers the
+    // next reconcile: a hot loop). No rules is expressed by leaving them out.
     NetworkPolicy {
         metadata: meta(name, Some(ns), tenant, owner),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector::default()),
             policy_types: Some(types),
-            ingress,
-            egress,
+            ingress: ingress.filter(|rules| !rules.is_empty()),
+            egress: egress.filter(|rules| !rules.is_empty()),
         }),
     }
 }
@@ -446,10 +449,11 @@ mod tests {
         let by_name = |n: &str| policies.iter().find(|p| p.metadata.name.as_deref() == Some(n)).unwrap().clone();
         let deny = by_name(child_names::POLICY_DEFAULT_DENY).spec.unwrap();
         assert_eq!(deny.policy_types.unwrap(), vec!["Ingress", "Egress"]);
-        assert_eq!(deny.ingress.unwrap().len(), 0);
-        assert_eq!(deny.egress.unwrap().len(), 0);
+        // Omitted, not `[]`: the API server would drop empty lists and every apply would differ.
+        assert_eq!((deny.ingress, deny.egress), (None, None));
         let extra = by_name(child_names::POLICY_EXTRA_NAMESPACES).spec.unwrap();
-        assert!(extra.ingress.unwrap().is_empty(), "no extra namespaces: no rules, not an allow-all rule");
+        assert_eq!(extra.policy_types.unwrap(), vec!["Ingress"]);
+        assert!(extra.ingress.is_none(), "no extra namespaces: no rules, not an allow-all rule");
         let database = by_name(child_names::POLICY_DATABASE).spec.unwrap().egress.unwrap();
         assert_eq!(database[0].to.as_ref().unwrap()[0].ip_block.as_ref().unwrap().cidr, "10.1.2.3/32");
 
