@@ -136,59 +136,30 @@ async fn create_makes_every_child(admin: &Client, tenants: &Api<Tenant>, pg: &Po
 
 /// resourceVersion of every namespaced child of tenant acme.
 async fn child_versions(admin: &Client) -> Vec<(String, Option<String>)> {
-    let ns = "tenant-acme";
-    let mut versions = Vec::new();
-    let mut add = |kind: &str, items: Vec<kube::api::ObjectMeta>| {
-        versions
-            .extend(items.into_iter().map(|m| (format!("{kind}/{}", m.name.unwrap_or_default()), m.resource_version)));
-    };
-    let lp = kube::api::ListParams::default().labels("app.kubernetes.io/managed-by=ember-operator");
-    add(
-        "quota",
-        Api::<ResourceQuota>::namespaced(admin.clone(), ns)
-            .list(&lp)
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .map(|o| o.metadata)
-            .collect(),
-    );
-    add(
-        "policy",
-        Api::<NetworkPolicy>::namespaced(admin.clone(), ns)
-            .list(&lp)
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .map(|o| o.metadata)
-            .collect(),
-    );
-    add(
-        "binding",
-        Api::<RoleBinding>::namespaced(admin.clone(), ns)
-            .list(&lp)
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .map(|o| o.metadata)
-            .collect(),
-    );
-    add(
-        "secret",
-        Api::<Secret>::namespaced(admin.clone(), ns)
-            .list(&lp)
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .map(|o| o.metadata)
-            .collect(),
-    );
+    let mut versions = versions_of::<ResourceQuota>(admin, "quota").await;
+    versions.extend(versions_of::<NetworkPolicy>(admin, "policy").await);
+    versions.extend(versions_of::<RoleBinding>(admin, "binding").await);
+    versions.extend(versions_of::<Secret>(admin, "secret").await);
     versions.sort();
     versions
+}
+
+async fn versions_of<K>(admin: &Client, kind: &str) -> Vec<(String, Option<String>)>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let operator_owned = kube::api::ListParams::default().labels("app.kubernetes.io/managed-by=ember-operator");
+    Api::<K>::namespaced(admin.clone(), "tenant-acme")
+        .list_metadata(&operator_owned)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|o| (format!("{kind}/{}", o.metadata.name.unwrap_or_default()), o.metadata.resource_version))
+        .collect()
 }
 
 async fn updates_and_hand_edits_converge(admin: &Client, tenants: &Api<Tenant>) {
