@@ -125,14 +125,7 @@ async fn examples_apply_with_kubectl() {
     let client = client_with_crds().await;
     ensure_namespace(&client, "tenant-acme").await;
     let examples: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let kubeconfig = shared_control_plane().unwrap().kubeconfig().to_owned();
-    let output = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(["apply", "--server-side", "-f"])
-        .arg(&examples)
-        .output()
-        .expect("kubectl is installed");
+    let output = kubectl_apply(&examples);
     assert!(output.status.success(), "kubectl apply failed: {}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_mentions(&stdout, &["tenant.ember.dev/acme", "modeldeployment.ember.dev/minilm"]);
@@ -145,15 +138,20 @@ async fn examples_apply_with_kubectl() {
         "apiVersion: ember.dev/v1alpha1\nkind: Tenant\nmetadata: {name: kubectl-bad}\nspec:\n  quota: {cpu: \"-2\"}\n",
     )
     .unwrap();
-    let output = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(["apply", "--server-side", "-f"])
-        .arg(&bad_file)
-        .output()
-        .unwrap();
+    let output = kubectl_apply(&bad_file);
     assert!(!output.status.success());
     assert_mentions(&String::from_utf8_lossy(&output.stderr), &["spec.quota.cpu", "non-negative"]);
+}
+
+/// `kubectl apply --server-side -f path` against the shared control plane.
+fn kubectl_apply(path: &Path) -> std::process::Output {
+    std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(shared_control_plane().unwrap().kubeconfig())
+        .args(["apply", "--server-side", "-f"])
+        .arg(path)
+        .output()
+        .expect("kubectl is installed")
 }
 
 fn tempfile_dir() -> PathBuf {

@@ -171,12 +171,7 @@ async fn updates_and_hand_edits_converge(admin: &Client, tenants: &Api<Tenant>) 
         .patch("acme", &PatchParams::default(), &Patch::Merge(json!({"spec": {"quota": {"cpu": "12"}}})))
         .await
         .unwrap();
-    poll::until_async("quota follows the spec", TIMEOUT, async || {
-        let q = quotas.get("ember-quota").await.map_err(|e| ember_testenv::Error::Kube(e.to_string()))?;
-        Ok((q.spec.unwrap().hard.unwrap()["requests.cpu"].0 == "12").then_some(()))
-    })
-    .await
-    .unwrap();
+    wait_for_quota_cpu(&quotas, "12", "quota follows the spec").await;
     wait_for_tenant(admin, "acme", "acme Ready at new generation", is_ready).await;
 
     // A hand edit of a child is reverted.
@@ -188,12 +183,7 @@ async fn updates_and_hand_edits_converge(admin: &Client, tenants: &Api<Tenant>) 
         )
         .await
         .unwrap();
-    poll::until_async("hand-edited quota restored", TIMEOUT, async || {
-        let q = quotas.get("ember-quota").await.map_err(|e| ember_testenv::Error::Kube(e.to_string()))?;
-        Ok((q.spec.unwrap().hard.unwrap()["requests.cpu"].0 == "12").then_some(()))
-    })
-    .await
-    .unwrap();
+    wait_for_quota_cpu(&quotas, "12", "hand-edited quota restored").await;
 
     // A deleted child comes back.
     policies.delete("ember-default-deny", &DeleteParams::default()).await.unwrap();
@@ -203,6 +193,16 @@ async fn updates_and_hand_edits_converge(admin: &Client, tenants: &Api<Tenant>) 
             .await
             .map_err(|e| ember_testenv::Error::Kube(e.to_string()))?
             .map(|_| ()))
+    })
+    .await
+    .unwrap();
+}
+
+/// Waits until the tenant quota's `requests.cpu` is `cpu`.
+async fn wait_for_quota_cpu(quotas: &Api<ResourceQuota>, cpu: &str, what: &str) {
+    poll::until_async(what, TIMEOUT, async || {
+        let q = quotas.get("ember-quota").await.map_err(|e| ember_testenv::Error::Kube(e.to_string()))?;
+        Ok((q.spec.unwrap().hard.unwrap()["requests.cpu"].0 == cpu).then_some(()))
     })
     .await
     .unwrap();

@@ -18,7 +18,8 @@ fn params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER_OPERATOR).force()
 }
 
-async fn apply_namespaced<K>(client: &Client, object: &K) -> Result<()>
+/// Server-side applies one namespaced object with the operator's field manager.
+pub async fn apply_namespaced<K>(client: &Client, object: &K) -> Result<()>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Serialize

@@ -8,12 +8,11 @@
 
 use std::collections::BTreeMap;
 
-use ember_crds::labels::FIELD_MANAGER_OPERATOR;
 use ember_crds::names::{DATABASE_SECRET_NAME, namespace_for};
 use ember_crds::tenant::{DeletionPolicy, Tenant, TenantDatabaseStatus};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, ObjectMeta};
 use kube::{Resource, ResourceExt};
 
 use super::build::{DatabaseEndpoint, child_labels};
@@ -102,12 +101,7 @@ pub async fn ensure(tenant: &Tenant, config: &DatabaseServerConfig, ctx: &Contex
         data: Some(data),
         ..Default::default()
     };
-    let mut body = serde_json::to_value(&secret).unwrap_or_default();
-    body["apiVersion"] = "v1".into();
-    body["kind"] = "Secret".into();
-    secrets
-        .patch(DATABASE_SECRET_NAME, &PatchParams::apply(FIELD_MANAGER_OPERATOR).force(), &Patch::Apply(&body))
-        .await?;
+    super::apply::apply_namespaced(&ctx.client, &secret).await?;
 
     let pool = ctx.database_pool(&server);
     database::ensure_tenant_database(&pool, &name, tenant.spec.database.connection_limit, &password).await?;
