@@ -27,11 +27,34 @@ pub struct LeaseConfig {
     pub lease_duration: Duration,
 }
 
-/// Runs the election until `stop` flips to true; publishes leadership on the
-/// returned channel. When stopping as leader, the Lease is released.
-pub fn campaign(client: Client, config: LeaseConfig, mut stop: watch::Receiver<bool>) -> watch::Receiver<bool> {
+/// A running candidacy: leadership is published on `leading`.
+#[derive(Debug)]
+pub struct Campaign {
+    pub leading: watch::Receiver<bool>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Campaign {
+    /// Ends the candidacy; a leader releases the Lease for a quick handover.
+    /// Call it only once this replica has stopped reconciling: a successor may
+    /// start the moment the Lease is free.
+    pub async fn resign(self) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(RESIGN_TIMEOUT, self.task).await.is_err() {
+            tracing::warn!("leader election: the Lease was not released in time; it will expire");
+        }
+    }
+}
+
+/// Longest wait for the release on shutdown (the API server may be gone).
+const RESIGN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Starts campaigning for the Lease in the background.
+pub fn campaign(client: Client, config: LeaseConfig) -> Campaign {
     let (leader_tx, leader_rx) = watch::channel(false);
-    tokio::spawn(async move {
+    let (stop_tx, mut stop) = watch::channel(false);
+    let task = tokio::spawn(async move {
         let api: Api<Lease> = Api::namespaced(client, &config.namespace);
         let renew_every = config.lease_duration / 3;
         let mut last_renewal: Option<tokio::time::Instant> = None;
@@ -60,7 +83,7 @@ pub fn campaign(client: Client, config: LeaseConfig, mut stop: watch::Receiver<b
             }
         }
     });
-    leader_rx
+    Campaign { leading: leader_rx, stop: stop_tx, task }
 }
 
 fn now() -> MicroTime {

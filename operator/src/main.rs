@@ -33,7 +33,7 @@ async fn main() -> anyhow::Result<()> {
     let health_server = tokio::spawn(health::serve(args.health_addr, health.clone(), wait_for(stop_rx.clone())));
     health.set_ready(true);
 
-    let mut leading = if args.leader_election {
+    let campaign = args.leader_election.then(|| {
         let identity = args.identity.clone().unwrap_or_else(default_identity);
         let lease = LeaseConfig {
             namespace: args.lease_namespace.clone(),
@@ -42,13 +42,17 @@ async fn main() -> anyhow::Result<()> {
             lease_duration: Duration::from_secs(u64::from(args.lease_seconds)),
         };
         tracing::info!(%identity, lease = %args.lease_name, "campaigning for leadership");
-        leader::campaign(client.clone(), lease, stop_rx.clone())
-    } else {
-        // Without election this replica always leads; the sender must outlive
-        // the run, or the closed channel would read as "leadership lost".
-        let (always, leading) = watch::channel(true);
-        std::mem::forget(always);
-        leading
+        leader::campaign(client.clone(), lease)
+    });
+    let mut leading = match &campaign {
+        Some(campaign) => campaign.leading.clone(),
+        None => {
+            // Without election this replica always leads; the sender must outlive
+            // the run, or the closed channel would read as "leadership lost".
+            let (always, leading) = watch::channel(true);
+            std::mem::forget(always);
+            leading
+        }
     };
 
     // Wait to lead (or to be told to stop).
@@ -59,15 +63,34 @@ async fn main() -> anyhow::Result<()> {
             _ = stop.changed() => break,
         }
     }
-    if *stop_rx.borrow() || !*leading.borrow() {
-        let _ = health_server.await;
-        return Ok(());
+    let outcome = if *stop_rx.borrow() || !*leading.borrow() {
+        Ok(())
+    } else {
+        lead(client, config, &args, &metrics, leading, stop_rx.clone()).await
+    };
+    // Only now, with reconciling over, may a successor start.
+    if let Some(campaign) = campaign {
+        campaign.resign().await;
     }
+    outcome?;
+    let _ = health_server.await;
+    Ok(())
+}
+
+/// Runs the controllers until shutdown (Ok) or until leadership is lost (Err).
+async fn lead(
+    client: kube::Client,
+    config: OperatorConfig,
+    args: &Args,
+    metrics: &Metrics,
+    leading: watch::Receiver<bool>,
+    stop_rx: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     metrics.is_leader.set(1);
     tracing::info!(platform_namespace = %config.platform_namespace, servers = config.database_servers.len(), "leading: starting controllers");
 
     let ctx = Arc::new(Context::new(client, config, metrics.clone()));
-    let mut lost = leading.clone();
+    let mut lost = leading;
     let lost_leadership = async move {
         while *lost.borrow() {
             if lost.changed().await.is_err() {
@@ -75,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     };
-    let stopping = wait_for(stop_rx.clone());
+    let stopping = wait_for(stop_rx);
     let (lost_tx, mut lost_rx) = watch::channel(false);
     let controllers_shutdown = async move {
         tokio::select! {
@@ -88,7 +111,6 @@ async fn main() -> anyhow::Result<()> {
     if *lost_rx.borrow_and_update() {
         anyhow::bail!("lost leadership; exiting so a restart campaigns again");
     }
-    let _ = health_server.await;
     Ok(())
 }
 

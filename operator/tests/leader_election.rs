@@ -4,48 +4,24 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use ember_crds::tenant::Tenant;
-use ember_testenv::{free_port, poll, shared_control_plane};
+use ember_testenv::poll;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
 
-struct Replica {
-    child: Child,
-    health_port: u16,
+fn start_replica(identity: &str, kubeconfig: &std::path::Path, lease: &str) -> OperatorProcess {
+    OperatorProcess::start(
+        kubeconfig,
+        identity,
+        &["--lease-name", lease, "--lease-seconds", "3", "--log-format", "text"],
+    )
 }
 
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_replica(identity: &str, kubeconfig: &std::path::Path, lease: &str) -> Replica {
-    let health_port = free_port().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_ember-operator"))
-        .env("KUBECONFIG", kubeconfig)
-        .args(["--identity", identity, "--lease-name", lease, "--lease-seconds", "3", "--log-format", "text"])
-        .arg("--health-addr")
-        .arg(format!("127.0.0.1:{health_port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Replica { child, health_port }
-}
-
-async fn metrics(replica: &Replica) -> String {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", replica.health_port)).await.unwrap();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").await.unwrap();
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await.unwrap();
-    body
+async fn metrics(replica: &OperatorProcess) -> String {
+    replica.get("/metrics").await.expect("health server answers")
 }
 
 fn reconciles(metrics: &str) -> u64 {
@@ -70,12 +46,8 @@ async fn wait_reconciled(admin: &kube::Client, name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_leader_reconciles_and_killing_it_hands_over() {
     let admin = admin_client().await;
-    let cp = shared_control_plane().unwrap();
     // The replicas run with exactly the operator's RBAC.
-    let text = std::fs::read_to_string(cp.kubeconfig()).unwrap();
-    let impersonating = text.replace("    client-key:", &format!("    as: {OPERATOR_USER}\n    client-key:"));
-    let kubeconfig = std::env::temp_dir().join(format!("ember-operator-{}.kubeconfig", std::process::id()));
-    std::fs::write(&kubeconfig, impersonating).unwrap();
+    let kubeconfig = operator_kubeconfig("election");
     let lease = "ember-operator-election-test";
     let leases: Api<Lease> = Api::namespaced(admin.clone(), PLATFORM_NAMESPACE);
 

@@ -5,7 +5,8 @@
 //! ServiceAccount), so a missing permission fails the tests.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -148,4 +149,103 @@ pub fn has_condition(tenant: &Tenant, type_: &str, status: &str, reason: Option<
 
 pub fn is_ready(tenant: &Tenant) -> bool {
     has_condition(tenant, "Ready", "True", None)
+}
+
+/// A kubeconfig for the shared control plane that acts as the operator's
+/// ServiceAccount, for operator processes; `tag` keeps test files apart.
+pub fn operator_kubeconfig(tag: &str) -> PathBuf {
+    let cp = shared_control_plane().unwrap();
+    let text = std::fs::read_to_string(cp.kubeconfig()).unwrap();
+    let impersonating = text.replace("    client-key:", &format!("    as: {OPERATOR_USER}\n    client-key:"));
+    assert_ne!(text, impersonating, "kubeconfig layout changed: no client-key line to add `as:` to");
+    let path = std::env::temp_dir().join(format!("ember-operator-{tag}-{}.kubeconfig", std::process::id()));
+    std::fs::write(&path, impersonating).unwrap();
+    path
+}
+
+/// Writes the operator's configuration file (JSON is valid YAML).
+pub fn operator_config_file(servers: &[DatabaseServerConfig], tag: &str) -> PathBuf {
+    let servers: Vec<_> = servers
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "name": s.name, "host": s.host, "port": s.port, "database": s.database,
+                "adminSecret": s.admin_secret, "networkCidr": s.network_cidr,
+            })
+        })
+        .collect();
+    let config = serde_json::json!({"platformNamespace": PLATFORM_NAMESPACE, "databaseServers": servers});
+    let path = std::env::temp_dir().join(format!("ember-operator-{tag}-{}.yaml", std::process::id()));
+    std::fs::write(&path, config.to_string()).unwrap();
+    path
+}
+
+/// A real `ember-operator` process with its stdout (the logs) kept in a file.
+pub struct OperatorProcess {
+    child: Child,
+    pub health_port: u16,
+    pub log: PathBuf,
+}
+
+impl OperatorProcess {
+    /// Starts the binary with `args` after the kubeconfig; logs go to a temporary file.
+    pub fn start(kubeconfig: &Path, identity: &str, args: &[&str]) -> Self {
+        let health_port = ember_testenv::free_port().unwrap();
+        let log = std::env::temp_dir().join(format!("ember-operator-{identity}-{}.log", std::process::id()));
+        let child = Command::new(env!("CARGO_BIN_EXE_ember-operator"))
+            .env("KUBECONFIG", kubeconfig)
+            .env_remove("RUST_LOG")
+            .args(["--identity", identity])
+            .arg("--health-addr")
+            .arg(format!("127.0.0.1:{health_port}"))
+            .args(args)
+            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        Self { child, health_port, log }
+    }
+
+    /// SIGKILL: no chance to finish anything or release the Lease.
+    pub fn kill(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.log.clone()
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit; returns whether it exited successfully.
+    pub fn terminate(mut self, deadline: Duration) -> bool {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "could not send SIGTERM to {pid}");
+        let exited = poll::until("operator exits after SIGTERM", deadline, || Ok(self.child.try_wait().unwrap()));
+        exited.is_ok_and(|status| status.success())
+    }
+
+    /// GET `path` on the health server; the body, or None while it does not answer.
+    pub async fn get(&self, path: &str) -> Option<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.health_port)).await.ok()?;
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).await.ok()?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await.ok()?;
+        Some(body)
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client that acts as `user` in `groups` (what `kubectl --as --as-group` does).
+pub async fn client_as(user: &str, groups: &[&str]) -> Client {
+    let cp = shared_control_plane().unwrap();
+    let kubeconfig = Kubeconfig::read_from(cp.kubeconfig()).unwrap();
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    config.auth_info.impersonate = Some(user.into());
+    config.auth_info.impersonate_groups = (!groups.is_empty()).then(|| groups.iter().map(|g| g.to_string()).collect());
+    Client::try_from(config).unwrap()
 }
