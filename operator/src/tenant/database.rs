@@ -111,29 +111,36 @@ pub async fn ensure(tenant: &Tenant, config: &DatabaseServerConfig, ctx: &Contex
 /// Applies the deletion policy to the tenant's schema and role. Returns what
 /// happened, for the Event. Fails (and so keeps the finalizer) while the
 /// server is unreachable: nothing is silently orphaned.
+///
+/// Without a recorded placement the schema may still exist: a crash between
+/// provisioning and the status write leaves it unrecorded. So the cleanup
+/// runs on the server placement picks now (it is deterministic, and both
+/// cleanups are no-ops for a schema that never was); only a tenant that has
+/// no resolvable server cannot have been provisioned anywhere.
 pub async fn clean_up(tenant: &Tenant, ctx: &Context) -> Result<String> {
-    let Some(recorded) = tenant.status.as_ref().and_then(|s| s.database.as_ref()) else {
-        return Ok("no database schema was provisioned".into());
+    let config = match placement(tenant, ctx) {
+        Ok(config) => config,
+        Err(error @ (Error::NoDatabaseServers | Error::UnknownDatabaseServer(_)))
+            if tenant.status.as_ref().and_then(|s| s.database.as_ref()).is_none() =>
+        {
+            return Ok(format!("no database schema was provisioned ({error})"));
+        }
+        Err(error) => return Err(error),
     };
-    let config = ctx
-        .config
-        .database_servers
-        .iter()
-        .find(|s| s.name == recorded.server)
-        .ok_or_else(|| Error::UnknownDatabaseServer(recorded.server.clone()))?;
-    let server = server_with_credentials(config, ctx).await?;
+    let server = server_with_credentials(&config, ctx).await?;
     let pool = ctx.database_pool(&server);
     let name = tenant.name_any();
+    let schema = ember_crds::names::schema_name_for(&name);
     Ok(match tenant.spec.database.deletion_policy {
         DeletionPolicy::Delete => {
             database::drop_tenant_database(&pool, &name).await?;
-            format!("dropped schema {} and its role on server {}", recorded.schema, recorded.server)
+            format!("dropped schema {schema} and its role on server {}", config.name)
         }
         DeletionPolicy::Retain => {
             database::retain_tenant_database(&pool, &name).await?;
             format!(
-                "kept schema {} on server {} (deletionPolicy Retain); its role can no longer log in",
-                recorded.schema, recorded.server
+                "kept schema {schema} on server {} (deletionPolicy Retain); its role can no longer log in",
+                config.name
             )
         }
     })

@@ -45,12 +45,12 @@ async fn reconcile_lifecycle(tenant: Arc<Tenant>, ctx: &Context) -> Result<Actio
     if tenant.meta().deletion_timestamp.is_some() {
         if has_finalizer {
             clean_up(&tenant, ctx).await?;
-            set_finalizers(
-                ctx,
-                &tenant,
-                tenant.finalizers().iter().filter(|f| *f != TENANT_FINALIZER).cloned().collect(),
-            )
-            .await?;
+            let remaining = tenant.finalizers().iter().filter(|f| *f != TENANT_FINALIZER).cloned().collect();
+            match set_finalizers(ctx, &tenant, remaining).await {
+                // A reconcile queued from a stale cache entry: the Tenant is already gone.
+                Err(Error::Kube(kube::Error::Api(status))) if status.code == 404 => {}
+                other => other?,
+            }
         }
         return Ok(Action::await_change());
     }
@@ -181,6 +181,7 @@ async fn write_status(ctx: &Context, tenant: &Tenant, status: &TenantStatus) -> 
 async fn publish_transition(ctx: &Context, tenant: &Tenant, outcome: &Outcome<'_>) {
     match outcome {
         Outcome::Converged => {
+            info!(tenant = %tenant.name_any(), generation = tenant.meta().generation, "tenant is ready");
             publish(ctx, tenant, EventType::Normal, "Reconciled", "Reconcile", "tenant is ready".into()).await
         }
         Outcome::NamespaceFailed(e) | Outcome::ChildrenFailed(e) | Outcome::DatabaseFailed(e)
