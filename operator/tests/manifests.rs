@@ -9,6 +9,7 @@ use std::time::Duration;
 use ember_testenv::{poll, shared_control_plane};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
+use serde::Deserialize;
 
 #[tokio::test]
 async fn config_default_installs_and_its_deployments_become_available() {
@@ -50,4 +51,71 @@ async fn config_default_installs_and_its_deployments_become_available() {
         .await
         .unwrap();
     }
+}
+
+/// Every right the operator's ClusterRole grants, one `group/resource verb [names]` line each.
+fn granted_rights() -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rbac/operator-clusterrole.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut rights = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let object = serde_yaml::Value::deserialize(document).unwrap();
+        if object["kind"] != "ClusterRole" && object["kind"] != "Role" {
+            continue;
+        }
+        let strings = |v: &serde_yaml::Value| -> Vec<String> {
+            v.as_sequence().map(|s| s.iter().map(|x| x.as_str().unwrap().to_owned()).collect()).unwrap_or_default()
+        };
+        for rule in object["rules"].as_sequence().unwrap() {
+            let names = strings(&rule["resourceNames"]);
+            let names = if names.is_empty() { String::new() } else { format!(" {names:?}") };
+            for group in strings(&rule["apiGroups"]) {
+                for resource in strings(&rule["resources"]) {
+                    for verb in strings(&rule["verbs"]) {
+                        rights.push(format!("{group}/{resource} {verb}{names}"));
+                    }
+                }
+            }
+        }
+    }
+    rights.sort();
+    rights
+}
+
+/// The operator's RBAC is a reviewed list: growing it must change this test.
+#[test]
+fn operator_rbac_is_exactly_the_reviewed_list() {
+    let rights = granted_rights();
+    for right in &rights {
+        assert!(!right.contains('*'), "wildcard in the operator's RBAC: {right}");
+        assert!(!right.contains(" impersonate"), "the operator must not impersonate: {right}");
+        if right.contains(" bind") || right.contains(" escalate") {
+            assert!(right.contains(" ["), "{right} must name the exact roles it may bind");
+        }
+    }
+    let mut expected = Vec::new();
+    let mut grant = |group: &str, resources: &[&str], verbs: &[&str], names: &str| {
+        for resource in resources {
+            for verb in verbs {
+                expected.push(format!("{group}/{resource} {verb}{names}"));
+            }
+        }
+    };
+    let manage = &["get", "list", "watch", "create", "patch"];
+    grant("ember.dev", &["tenants", "modeldeployments"], &["get", "list", "watch", "patch"], "");
+    grant("ember.dev", &["tenants/status", "modeldeployments/status"], &["get", "patch"], "");
+    grant("ember.dev", &["tenants/finalizers", "modeldeployments/finalizers"], &["update"], "");
+    grant("", &["namespaces", "resourcequotas", "limitranges", "serviceaccounts", "secrets"], manage, "");
+    grant("networking.k8s.io", &["networkpolicies"], manage, "");
+    grant("rbac.authorization.k8s.io", &["rolebindings", "clusterroles", "clusterrolebindings"], manage, "");
+    grant(
+        "rbac.authorization.k8s.io",
+        &["clusterroles"],
+        &["bind"],
+        r#" ["ember-tenant-admin", "ember-tenant-edit", "ember-tenant-view"]"#,
+    );
+    grant("events.k8s.io", &["events"], &["create", "patch"], "");
+    grant("coordination.k8s.io", &["leases"], &["get", "create", "update"], "");
+    expected.sort();
+    assert_eq!(rights, expected, "the operator's RBAC changed; review it and update this list");
 }
