@@ -174,6 +174,28 @@ async fn updates_and_hand_edits_converge(admin: &Client, tenants: &Api<Tenant>) 
     wait_for_quota_cpu(&quotas, "12", "quota follows the spec").await;
     wait_for_tenant(admin, "acme", "acme Ready at new generation", is_ready).await;
 
+    // Owners and network follow too: a second owner gets the admin binding and
+    // can read the Tenant; the extra ingress namespaces are replaced, not merged.
+    let change = json!({"spec": {
+        "owners": [{"kind": "User", "name": "alice@acme.example"}, {"kind": "User", "name": "bob@acme.example"}],
+        "network": {"allowFromNamespaces": ["monitoring"]},
+    }});
+    tenants.patch("acme", &PatchParams::default(), &Patch::Merge(change)).await.unwrap();
+    wait_for_tenant(admin, "acme", "acme Ready after owners and network changed", is_ready).await;
+    let bindings = Api::<RoleBinding>::namespaced(admin.clone(), "tenant-acme");
+    let subjects: Vec<String> =
+        bindings.get("ember-owners").await.unwrap().subjects.unwrap().into_iter().map(|s| s.name).collect();
+    assert_eq!(subjects, ["alice@acme.example", "bob@acme.example"]);
+    let reader = Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(admin.clone())
+        .get("ember-tenant-acme-reader")
+        .await
+        .unwrap();
+    assert!(reader.subjects.unwrap().iter().any(|s| s.name == "bob@acme.example"), "bob cannot read his Tenant");
+    let extra = policies.get("ember-allow-extra-namespaces").await.unwrap();
+    let selector = serde_json::to_value(&extra.spec.unwrap().ingress.unwrap()[0].from.as_ref().unwrap()[0]).unwrap();
+    let rendered = selector.to_string();
+    assert!(rendered.contains("monitoring") && !rendered.contains("ingress-nginx"), "extra namespaces: {rendered}");
+
     // A hand edit of a child is reverted.
     quotas
         .patch(
