@@ -74,6 +74,36 @@ struct Dense {
     bias: Tensor<1>,
 }
 
+/// `x · Wᵀ + b` over the last dimension, as one 2-D matmul of all tokens:
+/// Flex runs a `[batch·seq, in] × [in, out]` product much faster than
+/// `batch` small per-sequence products with a broadcast weight.
+fn project(x: Tensor<3>, layer: &Dense) -> Tensor<3> {
+    let [b, n, width] = x.dims();
+    let out = linear(x.reshape([b * n, width]), layer.weight.clone(), Some(layer.bias.clone()));
+    let out_width = out.dims()[1];
+    out.reshape([b, n, out_width])
+}
+
+/// Exact GELU, `x·Φ(x)`, over all compute threads. Flex's own GELU maps
+/// `erf` over the tensor on the calling thread; in a profile of MiniLM at
+/// batch 32 that was ~13% of the time, with the compute pool idle. Same
+/// formula and the same `erff`, so results are bit-identical.
+fn gelu_on_host(x: Tensor<3>, device: &Device) -> Tensor<3> {
+    use rayon::prelude::*;
+    let dims = x.dims();
+    let data = x.into_data();
+    let mut values: Vec<f32> = match data.try_into_vec::<f32>() {
+        Ok(values) => values,
+        Err(_) => unreachable!("the encoder computes in f32"),
+    };
+    values.par_chunks_mut(8192).for_each(|chunk| {
+        for v in chunk {
+            *v = 0.5 * *v * (1.0 + libm::erff(*v / std::f32::consts::SQRT_2));
+        }
+    });
+    Tensor::from_data(TensorData::new(values, dims), device)
+}
+
 #[derive(Debug)]
 struct Norm {
     gamma: Tensor<1>,
@@ -106,6 +136,8 @@ pub struct TokenBatch {
 pub struct BertEncoder {
     config: BertConfig,
     device: Device,
+    /// Tensors live in host memory (Flex), so GELU may run on the raw values.
+    on_host: bool,
     word_embeddings: Tensor<2>,
     position_embeddings: Tensor<2>,
     token_type_row: Tensor<1>,
@@ -185,6 +217,7 @@ impl BertEncoder {
             token_type_row: token_type_row.to_device(device),
             layers,
             device: device.clone(),
+            on_host: *device == Device::flex(),
             config,
         })
     }
@@ -196,6 +229,10 @@ impl BertEncoder {
     /// Longest sequence the position embeddings cover.
     pub fn max_positions(&self) -> usize {
         self.config.max_position_embeddings
+    }
+
+    fn gelu(&self, x: Tensor<3>) -> Tensor<3> {
+        if self.on_host { gelu_on_host(x, &self.device) } else { gelu(x) }
     }
 
     /// Runs the encoder; returns the last hidden state `[batch, seq, hidden]`.
@@ -221,25 +258,22 @@ impl BertEncoder {
         });
 
         for layer in &self.layers {
-            let qkv = linear(x.clone(), layer.qkv.weight.clone(), Some(layer.qkv.bias.clone()))
-                .reshape([b, n, 3 * heads, head_dim])
-                .swap_dims(1, 2);
+            let qkv = project(x.clone(), &layer.qkv).reshape([b, n, 3 * heads, head_dim]).swap_dims(1, 2);
             let q = qkv.clone().narrow(1, 0, heads);
             let k = qkv.clone().narrow(1, heads, heads);
             let v = qkv.narrow(1, 2 * heads, heads);
             let context = attention(q, k, v, mask.clone(), None, AttentionModuleOptions::default())
                 .swap_dims(1, 2)
                 .reshape([b, n, h]);
-            let attended = linear(context, layer.attention_out.weight.clone(), Some(layer.attention_out.bias.clone()));
+            let attended = project(context, &layer.attention_out);
             x = layer_norm(
                 x + attended,
                 layer.attention_norm.gamma.clone(),
                 Some(layer.attention_norm.beta.clone()),
                 eps,
             );
-            let inner =
-                gelu(linear(x.clone(), layer.intermediate.weight.clone(), Some(layer.intermediate.bias.clone())));
-            let out = linear(inner, layer.output.weight.clone(), Some(layer.output.bias.clone()));
+            let inner = self.gelu(project(x.clone(), &layer.intermediate));
+            let out = project(inner, &layer.output);
             x = layer_norm(x + out, layer.output_norm.gamma.clone(), Some(layer.output_norm.beta.clone()), eps);
         }
         x
