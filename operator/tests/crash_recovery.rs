@@ -128,16 +128,7 @@ async fn killed_mid_reconcile_the_next_operator_converges() {
     }
     let third = start(&kubeconfig, &config, "crash-c");
     for name in ["crashy", "orphan"] {
-        poll::until_async(&format!("{name} deleted"), TIMEOUT, async || {
-            Ok(tenants
-                .get_opt(name)
-                .await
-                .map_err(|e| ember_testenv::Error::Kube(e.to_string()))?
-                .is_none()
-                .then_some(()))
-        })
-        .await
-        .unwrap();
+        wait_gone(&tenants, name, &format!("{name} deleted")).await;
         assert_eq!(scalar_i64(&pg, &count_roles(name)).await, 0, "deletionPolicy Delete drops role of {name}");
         assert_eq!(scalar_i64(&pg, &count_schemas(name)).await, 0, "deletionPolicy Delete drops schema of {name}");
     }

@@ -32,17 +32,6 @@ fn secret_value(secret: &Secret, key: &str) -> String {
     String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
 }
 
-async fn wait_gone<K>(api: &Api<K>, name: &str, what: &str)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    poll::until_async(what, TIMEOUT, async || {
-        Ok(api.get_opt(name).await.map_err(|e| ember_testenv::Error::Kube(e.to_string()))?.is_none().then_some(()))
-    })
-    .await
-    .unwrap();
-}
-
 async fn schema_exists(pg: &Postgres, schema: &str) -> bool {
     let mut conn = PgConnection::connect(&pg.url()).await.unwrap();
     sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")

@@ -249,3 +249,15 @@ pub async fn client_as(user: &str, groups: &[&str]) -> Client {
     config.auth_info.impersonate_groups = (!groups.is_empty()).then(|| groups.iter().map(|g| g.to_string()).collect());
     Client::try_from(config).unwrap()
 }
+
+/// Waits until `api` no longer has `name`.
+pub async fn wait_gone<K>(api: &Api<K>, name: &str, what: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    poll::until_async(what, TIMEOUT, async || {
+        Ok(api.get_opt(name).await.map_err(|e| ember_testenv::Error::Kube(e.to_string()))?.is_none().then_some(()))
+    })
+    .await
+    .unwrap();
+}
