@@ -4,9 +4,12 @@
 //! The layers are written with Burn's functional ops rather than `burn::nn`
 //! modules so that the query/key/value projections run as one fused matmul
 //! and attention goes through `burn::tensor::module::attention`, which the
-//! Flex backend implements without materialising a softmax per head.
-//! Post-norm residual blocks, erf GELU (on CPU through a rational erf within 1e-6 of libm) and the config's LayerNorm
-//! epsilon reproduce Hugging Face's `BertModel` numerically.
+//! Flex backend implements without materialising a softmax per head. On the
+//! CPU backend the four projections per layer bypass Burn's matmul for
+//! direct gemm calls with bias, residual and GELU folded in
+//! ([`super::host_linear`]). Post-norm residual blocks, erf GELU and the
+//! config's LayerNorm epsilon reproduce Hugging Face's `BertModel`
+//! numerically.
 
 use std::path::Path;
 
@@ -16,6 +19,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 
+use super::host_linear::{Epilogue, HostLinear};
 use crate::error::{Error, Result};
 use crate::weights::{HostTensor, SafetensorsFile};
 
@@ -68,62 +72,76 @@ impl BertConfig {
     }
 }
 
+/// A dense layer as Burn tensors (wgpu path and the small classifier head).
 #[derive(Debug)]
 struct Dense {
     weight: Tensor<2>,
     bias: Tensor<1>,
 }
 
-/// `x · Wᵀ + b` over the last dimension, as one 2-D matmul of all tokens:
-/// Flex runs a `[batch·seq, in] × [in, out]` product much faster than
-/// `batch` small per-sequence products with a broadcast weight.
-fn project(x: Tensor<3>, layer: &Dense) -> Tensor<3> {
-    let [b, n, width] = x.dims();
-    let out = linear(x.reshape([b * n, width]), layer.weight.clone(), Some(layer.bias.clone()));
-    let out_width = out.dims()[1];
-    out.reshape([b, n, out_width])
+/// An encoder projection: on the CPU backend straight through gemm on the
+/// host values (see [`host_linear`]), elsewhere with Burn's ops.
+#[derive(Debug)]
+enum Projection {
+    Burn(Box<Dense>),
+    Host(HostLinear),
 }
 
-/// GELU, `x·Φ(x)` with Φ through [`erf`], over all compute threads. Flex's
-/// own GELU maps libm's `erff` over the tensor on the calling thread; in a
-/// profile of MiniLM at batch 32 that was ~13% of the time with the compute
-/// pool idle, and libm's branchy `erff` stayed ~13% even spread over the pool.
-fn gelu_on_host(x: Tensor<3>, device: &Device) -> Tensor<3> {
-    use rayon::prelude::*;
-    let dims = x.dims();
-    let mut values: Vec<f32> = match x.into_data().try_into_vec::<f32>() {
+impl Projection {
+    fn new(weights: HostDense, device: &Device) -> Self {
+        if *device == Device::flex() {
+            Projection::Host(HostLinear::new(weights.weight, weights.bias))
+        } else {
+            Projection::Burn(Box::new(weights.upload(device)))
+        }
+    }
+
+    /// `x·W + b` (or, on the host path, `epilogue`) over the last dimension.
+    fn apply(&self, x: Tensor<3>, epilogue: BurnEpilogue) -> Tensor<3> {
+        let [b, n, width] = x.dims();
+        match self {
+            Projection::Burn(layer) => {
+                // One 2-D matmul over all tokens: much faster than `batch`
+                // small per-sequence products with a broadcast weight.
+                let out = linear(x.reshape([b * n, width]), layer.weight.clone(), Some(layer.bias.clone()));
+                let out_width = out.dims()[1];
+                let out = out.reshape([b, n, out_width]);
+                match epilogue {
+                    BurnEpilogue::Bias => out,
+                    BurnEpilogue::BiasGelu => gelu(out),
+                    BurnEpilogue::BiasResidual(residual) => out + residual,
+                }
+            }
+            Projection::Host(layer) => {
+                let device = x.device();
+                let input = host_values(x);
+                let out = match epilogue {
+                    BurnEpilogue::Bias => layer.apply(&input, Epilogue::Bias),
+                    BurnEpilogue::BiasGelu => layer.apply(&input, Epilogue::BiasGelu),
+                    BurnEpilogue::BiasResidual(residual) => {
+                        layer.apply(&input, Epilogue::BiasResidual(&host_values(residual)))
+                    }
+                };
+                Tensor::from_data(TensorData::new(out, [b, n, layer.outputs()]), &device)
+            }
+        }
+    }
+}
+
+/// What follows the product, as tensors (see [`Epilogue`] for the host form).
+#[allow(clippy::large_enum_variant, reason = "a transient argument, moved once per call")]
+enum BurnEpilogue {
+    Bias,
+    BiasGelu,
+    BiasResidual(Tensor<3>),
+}
+
+/// The tensor's f32 values; free on Flex when the tensor is not shared.
+fn host_values(x: Tensor<3>) -> Vec<f32> {
+    match x.into_data().try_into_vec::<f32>() {
         Ok(values) => values,
         Err(_) => unreachable!("the encoder computes in f32"),
-    };
-    values.par_chunks_mut(8192).for_each(|chunk| {
-        for v in chunk {
-            *v = 0.5 * *v * (1.0 + erf(*v / std::f32::consts::SQRT_2));
-        }
-    });
-    Tensor::from_data(TensorData::new(values, dims), device)
-}
-
-/// `erf` for f32 as a branch-free rational function (odd degree-13
-/// numerator over even degree-8 denominator; the coefficients are the
-/// published minimax fit Eigen and XLA use), so the loop vectorises. Beyond
-/// |x| = 4 erf is ±1 in f32. Within 1e-6 of libm's `erff` everywhere
-/// (checked by the test below), far below what the MiniLM parity test notices.
-fn erf(x: f32) -> f32 {
-    const ALPHA: [f32; 7] = [
-        -2.726_142_3e-10,
-        2.770_681_4e-8,
-        -2.101_024e-6,
-        -5.692_506_4e-5,
-        -7.349_906_3e-4,
-        -2.954_600_1e-3,
-        -1.609_603_3e-2,
-    ];
-    const BETA: [f32; 5] = [-1.456_607_2e-5, -2.133_740_6e-4, -1.682_827e-3, -7.373_329_2e-3, -1.426_474e-2];
-    let x = x.clamp(-4.0, 4.0);
-    let x2 = x * x;
-    let p = ALPHA.iter().skip(1).fold(ALPHA[0], |acc, &a| acc * x2 + a) * x;
-    let q = BETA.iter().skip(1).fold(BETA[0], |acc, &b| acc * x2 + b);
-    p / q
+    }
 }
 
 #[derive(Debug)]
@@ -134,11 +152,11 @@ struct Norm {
 
 #[derive(Debug)]
 struct EncoderLayer {
-    qkv: Dense,
-    attention_out: Dense,
+    qkv: Projection,
+    attention_out: Projection,
     attention_norm: Norm,
-    intermediate: Dense,
-    output: Dense,
+    intermediate: Projection,
+    output: Projection,
     output_norm: Norm,
 }
 
@@ -158,8 +176,6 @@ pub struct TokenBatch {
 pub struct BertEncoder {
     config: BertConfig,
     device: Device,
-    /// Tensors live in host memory (Flex), so GELU may run on the raw values.
-    on_host: bool,
     word_embeddings: Tensor<2>,
     position_embeddings: Tensor<2>,
     token_type_row: Tensor<1>,
@@ -224,11 +240,11 @@ impl BertEncoder {
             };
             let inter = config.intermediate_size;
             layers.push(EncoderLayer {
-                qkv: qkv.upload(device),
-                attention_out: dense(file, &format!("{p}.attention.output.dense"), h, h)?.upload(device),
+                qkv: Projection::new(qkv, device),
+                attention_out: Projection::new(dense(file, &format!("{p}.attention.output.dense"), h, h)?, device),
                 attention_norm: norm(file, &format!("{p}.attention.output.LayerNorm"), h, device)?,
-                intermediate: dense(file, &format!("{p}.intermediate.dense"), h, inter)?.upload(device),
-                output: dense(file, &format!("{p}.output.dense"), inter, h)?.upload(device),
+                intermediate: Projection::new(dense(file, &format!("{p}.intermediate.dense"), h, inter)?, device),
+                output: Projection::new(dense(file, &format!("{p}.output.dense"), inter, h)?, device),
                 output_norm: norm(file, &format!("{p}.output.LayerNorm"), h, device)?,
             });
         }
@@ -239,7 +255,6 @@ impl BertEncoder {
             token_type_row: token_type_row.to_device(device),
             layers,
             device: device.clone(),
-            on_host: *device == Device::flex(),
             config,
         })
     }
@@ -251,10 +266,6 @@ impl BertEncoder {
     /// Longest sequence the position embeddings cover.
     pub fn max_positions(&self) -> usize {
         self.config.max_position_embeddings
-    }
-
-    fn gelu(&self, x: Tensor<3>) -> Tensor<3> {
-        if self.on_host { gelu_on_host(x, &self.device) } else { gelu(x) }
     }
 
     /// Runs the encoder; returns the last hidden state `[batch, seq, hidden]`.
@@ -280,23 +291,19 @@ impl BertEncoder {
         });
 
         for layer in &self.layers {
-            let qkv = project(x.clone(), &layer.qkv).reshape([b, n, 3 * heads, head_dim]).swap_dims(1, 2);
+            let qkv =
+                layer.qkv.apply(x.clone(), BurnEpilogue::Bias).reshape([b, n, 3 * heads, head_dim]).swap_dims(1, 2);
             let q = qkv.clone().narrow(1, 0, heads);
             let k = qkv.clone().narrow(1, heads, heads);
             let v = qkv.narrow(1, 2 * heads, heads);
             let context = attention(q, k, v, mask.clone(), None, AttentionModuleOptions::default())
                 .swap_dims(1, 2)
                 .reshape([b, n, h]);
-            let attended = project(context, &layer.attention_out);
-            x = layer_norm(
-                x + attended,
-                layer.attention_norm.gamma.clone(),
-                Some(layer.attention_norm.beta.clone()),
-                eps,
-            );
-            let inner = self.gelu(project(x.clone(), &layer.intermediate));
-            let out = project(inner, &layer.output);
-            x = layer_norm(x + out, layer.output_norm.gamma.clone(), Some(layer.output_norm.beta.clone()), eps);
+            let attended = layer.attention_out.apply(context, BurnEpilogue::BiasResidual(x));
+            x = layer_norm(attended, layer.attention_norm.gamma.clone(), Some(layer.attention_norm.beta.clone()), eps);
+            let inner = layer.intermediate.apply(x.clone(), BurnEpilogue::BiasGelu);
+            let out = layer.output.apply(inner, BurnEpilogue::BiasResidual(x));
+            x = layer_norm(out, layer.output_norm.gamma.clone(), Some(layer.output_norm.beta.clone()), eps);
         }
         x
     }
@@ -345,22 +352,5 @@ impl ClassifierHead {
         let cls = hidden.narrow(1, 0, 1).reshape([b, h]);
         let pooled = tanh(linear(cls, self.pooler.weight.clone(), Some(self.pooler.bias.clone())));
         linear(pooled, self.classifier.weight.clone(), Some(self.classifier.bias.clone()))
-    }
-}
-
-#[cfg(test)]
-mod erf_tests {
-    use super::erf;
-
-    #[test]
-    fn erf_matches_libm_across_the_range() {
-        let mut worst = 0.0f32;
-        for i in -60_000..=60_000 {
-            let x = i as f32 * 1e-4; // -6 .. 6 in steps of 1e-4
-            worst = worst.max((erf(x) - libm::erff(x)).abs());
-        }
-        assert!(worst < 1e-6, "max |erf - erff| = {worst}");
-        assert_eq!(erf(0.0), 0.0);
-        assert!((erf(10.0) - 1.0).abs() < 1e-6 && (erf(-10.0) + 1.0).abs() < 1e-6);
     }
 }

@@ -6,6 +6,7 @@
 //! `mlp` + `classification`/`regression`: feature rows → outputs.
 
 pub mod bert;
+mod host_linear;
 pub mod mlp;
 
 use std::path::Path;
