@@ -11,7 +11,6 @@ use std::path::Path;
 use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::error::{Error, Result};
-use crate::model::bert::TokenBatch;
 
 /// Tokenizer with the truncation we serve with.
 #[derive(Debug)]
@@ -45,29 +44,5 @@ impl TextTokenizer {
             .encode_batch_fast(inputs, true)
             .map_err(|e| Error::BadRequest(format!("tokenisation failed: {e}")))?;
         Ok(encodings.iter().map(|e| e.get_ids().iter().map(|&id| i64::from(id)).collect()).collect())
-    }
-}
-
-/// Pads id sequences (0 = `[PAD]` for BERT vocabularies) to the longest one.
-pub fn pad_to_longest(sequences: &[Vec<i64>]) -> TokenBatch {
-    let seq_len = sequences.iter().map(Vec::len).max().unwrap_or(0).max(1);
-    let mut ids = Vec::with_capacity(sequences.len() * seq_len);
-    for seq in sequences {
-        ids.extend_from_slice(seq);
-        ids.resize(ids.len() + seq_len - seq.len(), 0);
-    }
-    TokenBatch { batch: sequences.len(), seq_len, ids, lengths: sequences.iter().map(Vec::len).collect() }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pads_to_the_longest_sequence() {
-        let batch = pad_to_longest(&[vec![101, 7, 102], vec![101, 102]]);
-        assert_eq!(batch.seq_len, 3);
-        assert_eq!(batch.ids, vec![101, 7, 102, 101, 102, 0]);
-        assert_eq!(batch.lengths, vec![3, 2]);
     }
 }

@@ -1,6 +1,6 @@
 //! Real all-MiniLM-L6-v2 weights through the Burn encoder must reproduce the
 //! committed numpy reference embeddings (cosine ≥ 0.999 per sentence), both
-//! one sentence at a time and as one padded, bucketed batch.
+//! one sentence at a time and as one packed batch of mixed lengths.
 #![allow(clippy::unwrap_used)]
 
 mod support;

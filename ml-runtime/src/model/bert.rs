@@ -20,6 +20,7 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 
 use super::host_linear::{Epilogue, HostLinear};
+use super::packing::{AttentionGroup, PackedTokens};
 use crate::error::{Error, Result};
 use crate::weights::{HostTensor, SafetensorsFile};
 
@@ -160,17 +161,6 @@ struct EncoderLayer {
     output_norm: Norm,
 }
 
-/// Token ids of a padded batch plus which positions are real tokens.
-#[derive(Debug, Clone)]
-pub struct TokenBatch {
-    pub batch: usize,
-    pub seq_len: usize,
-    /// `batch * seq_len` ids, row-major, padded with 0.
-    pub ids: Vec<i64>,
-    /// Number of real tokens in each row (the rest is padding).
-    pub lengths: Vec<usize>,
-}
-
 /// The encoder with its embeddings, ready to run on one device.
 #[derive(Debug)]
 pub struct BertEncoder {
@@ -268,57 +258,127 @@ impl BertEncoder {
         self.config.max_position_embeddings
     }
 
-    /// Runs the encoder; returns the last hidden state `[batch, seq, hidden]`.
-    pub fn forward(&self, tokens: &TokenBatch) -> Tensor<3> {
-        let (b, n) = (tokens.batch, tokens.seq_len);
-        let heads = self.config.num_attention_heads;
+    /// Runs the encoder over packed tokens; returns the last hidden state
+    /// of every token, `[tokens, hidden]`, in packed order.
+    pub fn forward(&self, tokens: &PackedTokens) -> Tensor<2> {
+        let t = tokens.ids.len();
         let h = self.config.hidden_size;
-        let head_dim = h / heads;
         let eps = self.config.layer_norm_eps;
 
-        let ids: Tensor<2, Int> = Tensor::from_data(TensorData::new(tokens.ids.clone(), [b, n]), &self.device);
-        let positions = self.position_embeddings.clone().narrow(0, 0, n);
+        let ids: Tensor<2, Int> = Tensor::from_data(TensorData::new(tokens.ids.clone(), [1, t]), &self.device);
+        let positions: Tensor<2, Int> =
+            Tensor::from_data(TensorData::new(tokens.positions.clone(), [1, t]), &self.device);
+        // Shaped `[1, tokens, hidden]`: one "sequence" of all packed tokens
+        // for everything but attention.
         let mut x = embedding(self.word_embeddings.clone(), ids)
-            + positions.unsqueeze::<3>()
+            + embedding(self.position_embeddings.clone(), positions)
             + self.token_type_row.clone().unsqueeze::<3>();
         x = layer_norm(x, self.embeddings_norm.gamma.clone(), Some(self.embeddings_norm.beta.clone()), eps);
 
-        // Keys at padded positions are masked out (true = masked). Rows of
-        // equal length need no mask at all.
-        let mask = (tokens.lengths.iter().any(|&len| len < n)).then(|| {
-            let pad: Vec<bool> = tokens.lengths.iter().flat_map(|&len| (0..n).map(move |j| j >= len)).collect();
-            Tensor::<4, Bool>::from_data(TensorData::new(pad, [b, 1, 1, n]), &self.device).expand([b, heads, n, n])
-        });
-
+        let groups: Vec<GroupLayout> = tokens.groups.iter().map(|g| GroupLayout::new(g, &self.device)).collect();
         for layer in &self.layers {
-            let qkv =
-                layer.qkv.apply(x.clone(), BurnEpilogue::Bias).reshape([b, n, 3 * heads, head_dim]).swap_dims(1, 2);
-            let q = qkv.clone().narrow(1, 0, heads);
-            let k = qkv.clone().narrow(1, heads, heads);
-            let v = qkv.narrow(1, 2 * heads, heads);
-            let context = attention(q, k, v, mask.clone(), None, AttentionModuleOptions::default())
-                .swap_dims(1, 2)
-                .reshape([b, n, h]);
+            let qkv = layer.qkv.apply(x.clone(), BurnEpilogue::Bias).reshape([t, 3 * h]);
+            let context = self.attend(qkv, &groups).reshape([1, t, h]);
             let attended = layer.attention_out.apply(context, BurnEpilogue::BiasResidual(x));
             x = layer_norm(attended, layer.attention_norm.gamma.clone(), Some(layer.attention_norm.beta.clone()), eps);
             let inner = layer.intermediate.apply(x.clone(), BurnEpilogue::BiasGelu);
             let out = layer.output.apply(inner, BurnEpilogue::BiasResidual(x));
             x = layer_norm(out, layer.output_norm.gamma.clone(), Some(layer.output_norm.beta.clone()), eps);
         }
-        x
+        x.reshape([t, h])
     }
 
-    /// Mean over real tokens, then L2-normalised: sentence-transformers'
-    /// pooling for all-MiniLM-L6-v2. Returns `[batch, hidden]`.
-    pub fn mean_pooled_normalised(&self, tokens: &TokenBatch, hidden: Tensor<3>) -> Tensor<2> {
-        let (b, n) = (tokens.batch, tokens.seq_len);
-        let weights: Vec<f32> =
-            tokens.lengths.iter().flat_map(|&len| (0..n).map(move |j| if j < len { 1.0 } else { 0.0 })).collect();
-        let mask = Tensor::<3>::from_data(TensorData::new(weights, [b, n, 1]), &self.device);
-        let counts = mask.clone().sum_dim(1).clamp_min(1e-9); // [b, 1, 1]
-        let mean = (hidden * mask).sum_dim(1) / counts; // [b, 1, h]
-        let norm = mean.clone().powf_scalar(2.0).sum_dim(2).sqrt().clamp_min(1e-12);
-        (mean / norm).reshape([b, self.config.hidden_size])
+    /// Self-attention of packed `qkv` rows (`[tokens, 3·hidden]`), group by
+    /// group in padded blocks; returns the context rows `[tokens, hidden]`.
+    fn attend(&self, qkv: Tensor<2>, groups: &[GroupLayout]) -> Tensor<2> {
+        let heads = self.config.num_attention_heads;
+        let h = self.config.hidden_size;
+        let head_dim = h / heads;
+        let mut contexts: Vec<Tensor<2>> = groups
+            .iter()
+            .map(|group| {
+                let (sequences, n) = (group.sequences, group.padded_len);
+                let rows = qkv.clone().narrow(0, group.first_token, group.tokens);
+                let block = match &group.gather {
+                    Some(gather) => rows.select(0, gather.clone()),
+                    None => rows,
+                };
+                let block = block.reshape([sequences, n, 3 * heads, head_dim]).swap_dims(1, 2);
+                let q = block.clone().narrow(1, 0, heads);
+                let k = block.clone().narrow(1, heads, heads);
+                let v = block.narrow(1, 2 * heads, heads);
+                let mask = group.mask.clone().map(|m| m.expand([sequences, heads, n, n]));
+                let context = attention(q, k, v, mask, None, AttentionModuleOptions::default())
+                    .swap_dims(1, 2)
+                    .reshape([sequences * n, h]);
+                match &group.scatter {
+                    Some(scatter) => context.select(0, scatter.clone()),
+                    None => context,
+                }
+            })
+            .collect();
+        if contexts.len() == 1 { contexts.remove(0) } else { Tensor::cat(contexts, 0) }
+    }
+
+    /// Mean over each sequence's tokens, then L2-normalised:
+    /// sentence-transformers' pooling for all-MiniLM-L6-v2. `hidden` is
+    /// [`Self::forward`]'s output; returns `[sequences, hidden]` in input order.
+    pub fn mean_pooled_normalised(&self, tokens: &PackedTokens, hidden: Tensor<2>) -> Tensor<2> {
+        // Averaging as one product: row i of `weights` holds 1/len over
+        // sequence i's packed tokens.
+        let t = tokens.ids.len();
+        let mut weights = vec![0.0f32; tokens.sequences() * t];
+        for (i, (&start, &len)) in tokens.starts.iter().zip(&tokens.lengths).enumerate() {
+            weights[i * t + start..i * t + start + len].fill(1.0 / len as f32);
+        }
+        let weights = Tensor::<2>::from_data(TensorData::new(weights, [tokens.sequences(), t]), &self.device);
+        let mean = weights.matmul(hidden);
+        let norm = mean.clone().powf_scalar(2.0).sum_dim(1).sqrt().clamp_min(1e-12);
+        mean / norm
+    }
+
+    /// Each sequence's first (`[CLS]`) token's hidden state, in input order.
+    pub fn first_tokens(&self, tokens: &PackedTokens, hidden: Tensor<2>) -> Tensor<2> {
+        let starts: Vec<i64> = tokens.starts.iter().map(|&s| s as i64).collect();
+        let count = starts.len();
+        hidden.select(0, Tensor::<1, Int>::from_data(TensorData::new(starts, [count]), &self.device))
+    }
+}
+
+/// An attention group's index tensors, built once per batch and shared by
+/// every layer.
+struct GroupLayout {
+    first_token: usize,
+    tokens: usize,
+    sequences: usize,
+    padded_len: usize,
+    /// Packed rows → padded block; `None` when the rows already are the block.
+    gather: Option<Tensor<1, Int>>,
+    /// Padded block → packed rows.
+    scatter: Option<Tensor<1, Int>>,
+    /// `[sequences, 1, 1, padded_len]`, true at padding keys.
+    mask: Option<Tensor<4, Bool>>,
+}
+
+impl GroupLayout {
+    fn new(group: &AttentionGroup, device: &Device) -> Self {
+        let (sequences, n) = (group.lengths.len(), group.padded_len);
+        let index = |values: Vec<i64>| {
+            let len = values.len();
+            Tensor::<1, Int>::from_data(TensorData::new(values, [len]), device)
+        };
+        let uniform = group.is_uniform();
+        Self {
+            first_token: group.first_token,
+            tokens: group.tokens,
+            sequences,
+            padded_len: n,
+            gather: (!uniform).then(|| index(group.gather_rows())),
+            scatter: (!uniform).then(|| index(group.scatter_slots())),
+            mask: (!uniform).then(|| {
+                Tensor::<4, Bool>::from_data(TensorData::new(group.padding_mask(), [sequences, 1, 1, n]), device)
+            }),
+        }
     }
 }
 
@@ -346,10 +406,9 @@ impl ClassifierHead {
         })
     }
 
-    /// Logits `[batch, classes]` from the encoder's last hidden state.
-    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<2> {
-        let [b, _, h] = hidden.dims();
-        let cls = hidden.narrow(1, 0, 1).reshape([b, h]);
+    /// Logits `[sequences, classes]` from each sequence's `[CLS]` hidden
+    /// state ([`BertEncoder::first_tokens`]).
+    pub fn logits(&self, cls: Tensor<2>) -> Tensor<2> {
         let pooled = tanh(linear(cls, self.pooler.weight.clone(), Some(self.pooler.bias.clone())));
         linear(pooled, self.classifier.weight.clone(), Some(self.classifier.bias.clone()))
     }

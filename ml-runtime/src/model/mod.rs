@@ -8,16 +8,18 @@
 pub mod bert;
 mod host_linear;
 pub mod mlp;
+pub mod packing;
 
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::tokenize::{TextTokenizer, pad_to_longest};
+use crate::tokenize::TextTokenizer;
 use crate::weights::SafetensorsFile;
-use bert::{BertConfig, BertEncoder, ClassifierHead, TokenBatch};
+use bert::{BertConfig, BertEncoder, ClassifierHead};
 use mlp::{Mlp, MlpConfig};
+use packing::PackedTokens;
 
 /// Network families compiled into this binary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -144,11 +146,6 @@ pub enum Model {
     Tabular { mlp: Mlp, task: Task },
 }
 
-/// Length buckets for text: a batch is split into sub-batches whose rows
-/// pad only up to the next bucket, so one long input does not make every
-/// short one pay for its length.
-const LENGTH_BUCKETS: [usize; 5] = [16, 32, 64, 128, 256];
-
 impl Model {
     /// Builds the model for `architecture`/`task` from verified files.
     pub fn load(
@@ -250,14 +247,15 @@ impl Model {
             }
             Model::TextEmbedding { encoder, tokenizer } => {
                 let sequences = self.token_sequences(tokenizer, items)?;
-                run_bucketed(&sequences, |batch| {
-                    let hidden = encoder.forward(batch);
-                    encoder.mean_pooled_normalised(batch, hidden)
-                })
+                let tokens = PackedTokens::new(&sequences);
+                let hidden = encoder.forward(&tokens);
+                rows_of(encoder.mean_pooled_normalised(&tokens, hidden), tokens.lengths)
             }
             Model::TextClassifier { encoder, head, tokenizer } => {
                 let sequences = self.token_sequences(tokenizer, items)?;
-                run_bucketed(&sequences, |batch| head.logits(encoder.forward(batch)))
+                let tokens = PackedTokens::new(&sequences);
+                let hidden = encoder.forward(&tokens);
+                rows_of(head.logits(encoder.first_tokens(&tokens, hidden)), tokens.lengths)
             }
         }
     }
@@ -282,26 +280,6 @@ impl Model {
             })
             .collect()
     }
-}
-
-/// Splits `sequences` by length bucket, runs `forward` on each bucket padded
-/// to its own longest row, and puts the rows back in input order.
-fn run_bucketed(sequences: &[Vec<i64>], forward: impl Fn(&TokenBatch) -> Tensor<2>) -> Result<Vec<ItemOutput>> {
-    let bucket_of = |len: usize| LENGTH_BUCKETS.iter().position(|&limit| len <= limit).unwrap_or(LENGTH_BUCKETS.len());
-    let mut results: Vec<Option<ItemOutput>> = vec![None; sequences.len()];
-    for bucket in 0..=LENGTH_BUCKETS.len() {
-        let members: Vec<usize> = (0..sequences.len()).filter(|&i| bucket_of(sequences[i].len()) == bucket).collect();
-        if members.is_empty() {
-            continue;
-        }
-        let rows: Vec<Vec<i64>> = members.iter().map(|&i| sequences[i].clone()).collect();
-        let batch = pad_to_longest(&rows);
-        let outputs = rows_of(forward(&batch), batch.lengths.clone())?;
-        for (index, output) in members.into_iter().zip(outputs) {
-            results[index] = Some(output);
-        }
-    }
-    results.into_iter().map(|r| r.ok_or_else(|| Error::Inference("a row got no output".into()))).collect()
 }
 
 /// Copies a `[rows, width]` tensor back to the host as one output per row.
