@@ -7,6 +7,8 @@
 //! EMBER_BENCH_PYTHON=/path/to/venv/bin/python picks the Python that has
 //! sentence-transformers (default `python3`; the rows are skipped without it).
 //! EMBER_BENCH_THREADS sets the compute threads of both (default: CPU quota).
+//! EMBER_BENCH_ROUNDS: in-process ember and PyTorch alternate this many
+//! rounds (default 2); each row reports its best round.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/support/mod.rs"]
@@ -59,6 +61,14 @@ struct Row {
     per_second: f64,
     p50_ms: f64,
     p99_ms: f64,
+}
+
+/// Row by row, the faster of two measurements of the same runs.
+fn keep_best(best: Vec<Row>, round: Vec<Row>) -> Vec<Row> {
+    if best.is_empty() {
+        return round;
+    }
+    best.into_iter().zip(round).map(|(a, b)| if b.per_second > a.per_second { b } else { a }).collect()
 }
 
 fn percentile(values: &mut [f64], q: f64) -> f64 {
@@ -180,7 +190,20 @@ fn main() {
         tokenizer: Some(&dir.join("tokenizer.json")),
     };
     let model = Model::load(Architecture::Bert, Task::Embedding, &files, 256, &Device::flex()).unwrap();
-    let ember: Vec<Row> = BATCHES.iter().map(|&b| in_process(&model, &sentences, b)).collect();
+    // Ember and PyTorch take turns, round after round, and each row keeps
+    // its best round: this machine's neighbours come and go, and a burst
+    // during one side's only turn would decide the ratio.
+    let rounds: usize = std::env::var("EMBER_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(2).max(1);
+    let mut ember: Vec<Row> = Vec::new();
+    let mut reference: Option<(String, Vec<Row>)> = None;
+    for _ in 0..rounds {
+        let round: Vec<Row> = BATCHES.iter().map(|&b| in_process(&model, &sentences, b)).collect();
+        ember = keep_best(std::mem::take(&mut ember), round);
+        if let Some((version, rows)) = pytorch_reference(&sentences, threads) {
+            let best = keep_best(reference.take().map(|(_, r)| r).unwrap_or_default(), rows);
+            reference = Some((version, best));
+        }
+    }
     drop(model);
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -197,8 +220,10 @@ fn main() {
         rows
     });
 
-    let reference = pytorch_reference(&sentences, threads);
-    println!("\nall-MiniLM-L6-v2, {} short sentences, {threads} compute threads\n", sentences.len());
+    println!(
+        "\nall-MiniLM-L6-v2, {} short sentences, {threads} compute threads, best of {rounds} alternating rounds\n",
+        sentences.len()
+    );
     println!("| run | sentences/s | p50 ms | p99 ms | ember / PyTorch |");
     println!("|---|---:|---:|---:|---:|");
     for (i, row) in ember.iter().enumerate() {

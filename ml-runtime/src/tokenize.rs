@@ -1,10 +1,11 @@
-//! Turns text into padded token batches for the BERT encoder, using the
+//! Turns text into token id sequences for the BERT encoder, using the
 //! `tokenizers` crate and the model's `tokenizer.json`.
 //!
 //! The shipped all-MiniLM-L6-v2 `tokenizer.json` pads and truncates to a
 //! fixed 128 tokens. sentence-transformers instead truncates at the model's
-//! `max_seq_length` (256) and pads to the longest input in the batch, so we
-//! drop the file's padding, set our own truncation, and pad here.
+//! `max_seq_length` (256) and pads to the longest input in the batch. We
+//! drop the file's padding and set our own truncation; the encoder packs
+//! sequences without padding (`model::packing`).
 
 use std::path::Path;
 
