@@ -10,6 +10,8 @@
 //!     database: ember
 //!     adminSecret: pg-a-admin      # Secret in platformNamespace with `username` and `password`
 //!     networkCidr: 10.20.0.5/32    # optional: tenant pods may reach only this address
+//! runtimeImage: ghcr.io/ember-dev/ember-runtime:0.1.0           # model pods, backend cpu
+//! runtimeWgpuImage: ghcr.io/ember-dev/ember-runtime:0.1.0-wgpu  # model pods, backend wgpu
 //! ```
 //!
 //! Several servers shard tenants: a Tenant names one in
@@ -33,6 +35,13 @@ pub struct OperatorConfig {
     /// PostgreSQL servers that hold tenant schemas.
     #[serde(default)]
     pub database_servers: Vec<DatabaseServerConfig>,
+    /// Image of ember-runtime for ModelDeployments with `backend: cpu`.
+    #[serde(default = "default_runtime_image")]
+    pub runtime_image: String,
+    /// Image of ember-runtime built with `--features wgpu`, for `backend: wgpu`.
+    /// A separate image keeps the GPU stack out of the CPU pods.
+    #[serde(default = "default_runtime_wgpu_image")]
+    pub runtime_wgpu_image: String,
 }
 
 /// One PostgreSQL server.
@@ -55,6 +64,12 @@ pub struct DatabaseServerConfig {
 fn default_platform_namespace() -> String {
     "ember-system".into()
 }
+fn default_runtime_image() -> String {
+    "ghcr.io/ember-dev/ember-runtime:0.1.0".into()
+}
+fn default_runtime_wgpu_image() -> String {
+    "ghcr.io/ember-dev/ember-runtime:0.1.0-wgpu".into()
+}
 fn default_port() -> u16 {
     5432
 }
@@ -64,7 +79,12 @@ fn default_database() -> String {
 
 impl Default for OperatorConfig {
     fn default() -> Self {
-        Self { platform_namespace: default_platform_namespace(), database_servers: Vec::new() }
+        Self {
+            platform_namespace: default_platform_namespace(),
+            database_servers: Vec::new(),
+            runtime_image: default_runtime_image(),
+            runtime_wgpu_image: default_runtime_wgpu_image(),
+        }
     }
 }
 
@@ -139,6 +159,7 @@ mod tests {
                     network_cidr: None,
                 })
                 .collect(),
+            ..Default::default()
         }
     }
 
@@ -172,6 +193,9 @@ mod tests {
                 .unwrap();
         assert_eq!(parsed.platform_namespace, "ember-system");
         assert_eq!(parsed.database_servers[0].port, 5432);
+        assert_eq!(parsed.runtime_image, OperatorConfig::default().runtime_image);
+        let custom: OperatorConfig = serde_yaml::from_str("runtimeImage: registry.example/rt:1\n").unwrap();
+        assert_eq!(custom.runtime_image, "registry.example/rt:1");
         assert!(serde_yaml::from_str::<OperatorConfig>("bogus: 1\n").is_err());
     }
 }

@@ -25,6 +25,12 @@ pub enum Error {
     MissingField(&'static str),
     #[error("configuration: {0}")]
     Config(String),
+    #[error(
+        "namespace {namespace} does not belong to a Tenant; ModelDeployments are served only in the namespace the operator created for a Tenant (tenant-<name>)"
+    )]
+    NotATenantNamespace { namespace: String },
+    #[error("invalid ModelDeployment: {0}")]
+    InvalidModelDeployment(String),
 }
 
 impl Error {
@@ -40,6 +46,8 @@ impl Error {
             Error::Finalizer(_) => "FinalizerError",
             Error::MissingField(_) => "InvalidObject",
             Error::Config(_) => "ConfigurationError",
+            Error::NotATenantNamespace { .. } => "NotATenantNamespace",
+            Error::InvalidModelDeployment(_) => "InvalidSpec",
         }
     }
 
@@ -58,6 +66,8 @@ impl Error {
                 | Error::NoDatabaseServers
                 | Error::MissingField(_)
                 | Error::Config(_)
+                | Error::NotATenantNamespace { .. }
+                | Error::InvalidModelDeployment(_)
         )
     }
 }

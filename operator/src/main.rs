@@ -13,7 +13,7 @@ use ember_operator::context::Context;
 use ember_operator::health::{self, HealthState};
 use ember_operator::leader::{self, LeaseConfig};
 use ember_operator::metrics::Metrics;
-use ember_operator::{telemetry, tenant};
+use ember_operator::{controllers, telemetry};
 use tokio::sync::watch;
 
 #[tokio::main]
@@ -106,7 +106,7 @@ async fn lead(
             _ = lost_leadership => { let _ = lost_tx.send(true); }
         }
     };
-    tenant::run(ctx, args.concurrency, controllers_shutdown).await;
+    controllers::run(ctx, args.concurrency, controllers_shutdown).await;
     metrics.is_leader.set(0);
     if *lost_rx.borrow_and_update() {
         anyhow::bail!("lost leadership; exiting so a restart campaigns again");

@@ -115,6 +115,12 @@ fn operator_rbac_is_exactly_the_reviewed_list() {
         r#" ["ember-tenant-admin", "ember-tenant-edit", "ember-tenant-view"]"#,
     );
     grant("events.k8s.io", &["events"], &["create", "patch"], "");
+    // ModelDeployment children: cached by list/watch, written by server-side apply.
+    grant("apps", &["deployments"], &["list", "watch", "create", "patch"], "");
+    grant("", &["services"], &["list", "watch", "create", "patch"], "");
+    let apply_or_remove = &["list", "watch", "create", "patch", "delete"];
+    grant("autoscaling", &["horizontalpodautoscalers"], apply_or_remove, "");
+    grant("policy", &["poddisruptionbudgets"], apply_or_remove, "");
     grant("coordination.k8s.io", &["leases"], &["get", "create", "update"], "");
     expected.sort();
     assert_eq!(rights, expected, "the operator's RBAC changed; review it and update this list");

@@ -18,8 +18,9 @@ fn params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER_OPERATOR).force()
 }
 
-/// Server-side applies one namespaced object with the operator's field manager.
-pub async fn apply_namespaced<K>(client: &Client, object: &K) -> Result<()>
+/// Server-side applies one namespaced object with the operator's field
+/// manager; returns the object as the API server now has it.
+pub async fn apply_namespaced<K>(client: &Client, object: &K) -> Result<K>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Serialize
@@ -29,8 +30,7 @@ where
 {
     let namespace = object.namespace().unwrap_or_default();
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
-    api.patch(&object.name_any(), &params(), &Patch::Apply(with_type_meta(object))).await?;
-    Ok(())
+    Ok(api.patch(&object.name_any(), &params(), &Patch::Apply(with_type_meta(object))).await?)
 }
 
 async fn apply_cluster<K>(client: &Client, object: &K) -> Result<()>

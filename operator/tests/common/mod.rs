@@ -1,6 +1,6 @@
 //! Shared set-up for the operator's integration tests: the real control
 //! plane with CRDs and RBAC installed, a PostgreSQL server registered as a
-//! database server, and the Tenant controller running in-process with
+//! database server, and the controllers running in-process with
 //! exactly the operator's ClusterRole (through impersonation of its
 //! ServiceAccount), so a missing permission fails the tests.
 #![allow(dead_code, clippy::unwrap_used)]
@@ -81,7 +81,7 @@ pub async fn database_server(admin: &Client, name: &str, postgres: &Postgres) ->
     }
 }
 
-/// The Tenant controller, running until dropped.
+/// The operator's controllers (Tenant and ModelDeployment), running until dropped.
 pub struct RunningOperator {
     stop: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -89,7 +89,11 @@ pub struct RunningOperator {
 
 impl RunningOperator {
     pub async fn start(servers: Vec<DatabaseServerConfig>) -> Self {
-        let config = OperatorConfig { platform_namespace: PLATFORM_NAMESPACE.into(), database_servers: servers };
+        let config = OperatorConfig {
+            platform_namespace: PLATFORM_NAMESPACE.into(),
+            database_servers: servers,
+            ..Default::default()
+        };
         let ctx = Arc::new(Context::new(operator_client().await, config, Metrics::default()));
         let (stop, mut stop_rx) = watch::channel(false);
         let shutdown = async move {
@@ -99,7 +103,7 @@ impl RunningOperator {
                 }
             }
         };
-        let task = tokio::spawn(ember_operator::tenant::run(ctx, 4, shutdown));
+        let task = tokio::spawn(ember_operator::controllers::run(ctx, 4, shutdown));
         Self { stop, task: Some(task) }
     }
 

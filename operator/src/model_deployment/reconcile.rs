@@ -1,0 +1,140 @@
+//! The ModelDeployment reconciler: a short driver over the named steps
+//! (tenancy → build → apply → status).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ember_crds::conditions::{find_condition, types};
+use ember_crds::model_deployment::{ModelDeployment, ModelDeploymentStatus};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use tracing::{info, instrument, warn};
+
+use super::build::{Serving, desired_children, endpoint};
+use super::status::{Outcome, initial_status, next_status};
+use super::{apply, tenancy};
+use crate::context::Context;
+use crate::error::{Error, Result};
+
+/// Name of this controller in metrics and logs.
+pub const CONTROLLER: &str = "model-deployment";
+
+/// How often a converged ModelDeployment is checked again. Changes to its
+/// children and its Tenant arrive through watches; this only catches what
+/// a missed watch event would hide.
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// Entry point called by the controller runtime.
+#[instrument(skip_all, fields(namespace = %md.namespace().unwrap_or_default(), model_deployment = %md.name_any()))]
+pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let result = converge(&md, &ctx).await;
+    ctx.metrics.observe(CONTROLLER, started.elapsed(), result.as_ref().err().map(Error::category));
+    result
+}
+
+/// Retry key of a ModelDeployment; tenant names never contain `/`, so it
+/// cannot collide with the Tenant controller's keys in the shared counters.
+fn backoff_key(md: &ModelDeployment) -> String {
+    format!("{}/{}", md.namespace().unwrap_or_default(), md.name_any())
+}
+
+/// Decides when to retry a failed reconciliation: a spec the user must fix
+/// waits for a change (with a slow recheck, since the fix may be elsewhere,
+/// e.g. the Tenant being created); anything else backs off exponentially.
+pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(
+        namespace = %md.namespace().unwrap_or_default(),
+        model_deployment = %md.name_any(),
+        category = error.category(),
+        %error,
+        "reconcile failed"
+    );
+    if error.needs_user_action() {
+        Action::requeue(RESYNC)
+    } else {
+        Action::requeue(ctx.backoff(&backoff_key(md.as_ref())))
+    }
+}
+
+async fn converge(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
+    // Children carry owner references; garbage collection removes them.
+    if md.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let generation = md.meta().generation;
+    if md.status.as_ref().is_none_or(|s| s.conditions.is_empty()) {
+        write_status(ctx, md, &initial_status(generation, &now())).await?;
+    }
+
+    let result = converge_steps(md, ctx).await;
+    let outcome = match &result {
+        Ok((serving, deployment)) if serving.suspended => Outcome::Suspended { tenant: &serving.tenant, deployment },
+        Ok((_, deployment)) => Outcome::Applied { deployment },
+        Err(e) => Outcome::Failed(e),
+    };
+    let status = next_status(md.status.as_ref(), generation, &endpoint(md), &outcome, &now());
+    if md.status.as_ref() != Some(&status) {
+        write_status(ctx, md, &status).await?;
+        let failed = matches!(outcome, Outcome::Failed(_));
+        publish_transition(ctx, md, md.status.as_ref(), &status, failed).await;
+    }
+    match result {
+        Ok(_) => {
+            ctx.reset_backoff(&backoff_key(md));
+            // The Deployment watch brings the next change of a rollout.
+            Ok(Action::requeue(RESYNC))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+async fn converge_steps(md: &ModelDeployment, ctx: &Context) -> Result<(Serving, Deployment)> {
+    let serving = tenancy::resolve(md, ctx).await?;
+    let children = desired_children(md, &serving, &ctx.config)?;
+    let deployment = apply::apply_children(&ctx.client, &children).await?;
+    Ok((serving, deployment))
+}
+
+async fn write_status(ctx: &Context, md: &ModelDeployment, status: &ModelDeploymentStatus) -> Result<()> {
+    let api: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
+    let patch = serde_json::json!({ "status": status });
+    api.patch_status(&md.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+/// Events only when `Ready` changes status or reason: this bounds their
+/// rate by design (a rollout's ready count moving is not an Event).
+async fn publish_transition(
+    ctx: &Context,
+    md: &ModelDeployment,
+    previous: Option<&ModelDeploymentStatus>,
+    next: &ModelDeploymentStatus,
+    failed: bool,
+) {
+    let ready = |s: Option<&ModelDeploymentStatus>| {
+        s.and_then(|s| find_condition(&s.conditions, types::READY)).map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    let (Some((status, reason)), before) = (ready(Some(next)), ready(previous)) else { return };
+    if before.as_ref() == Some(&(status.clone(), reason.clone())) {
+        return;
+    }
+    let message = find_condition(&next.conditions, types::READY).map(|c| c.message.clone()).unwrap_or_default();
+    let stalled = find_condition(&next.conditions, types::STALLED).is_some_and(|c| c.status == "True");
+    let type_ = if stalled || failed { EventType::Warning } else { EventType::Normal };
+    if status == "True" {
+        info!(namespace = %md.namespace().unwrap_or_default(), model_deployment = %md.name_any(), "model deployment is ready");
+    }
+    let event = Event { type_, reason, note: Some(message), action: "Reconcile".into(), secondary: None };
+    if let Err(error) = ctx.recorder.publish(&event, &md.object_ref(&())).await {
+        warn!(%error, "could not publish an Event");
+    }
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}

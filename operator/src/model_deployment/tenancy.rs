@@ -1,0 +1,36 @@
+//! Which Tenant a ModelDeployment serves in: the validate step of the
+//! reconciler. A ModelDeployment is served only in a namespace the Tenant
+//! controller created for an existing Tenant — named `tenant-<name>`,
+//! labelled with the tenant *and* owned by that Tenant (the same test the
+//! Tenant controller uses to refuse squatted namespaces), so a namespace
+//! someone named `tenant-x` by hand never gets model pods.
+
+use ember_crds::model_deployment::ModelDeployment;
+use ember_crds::names::tenant_for_namespace;
+use ember_crds::tenant::Tenant;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::{Api, ResourceExt};
+
+use super::build::Serving;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::tenant::build::{child_names, namespace_belongs_to};
+
+/// The tenant `md` is served for, or [`Error::NotATenantNamespace`].
+pub async fn resolve(md: &ModelDeployment, ctx: &Context) -> Result<Serving> {
+    let namespace = md.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let refuse = || Error::NotATenantNamespace { namespace: namespace.clone() };
+    let tenant_name = tenant_for_namespace(&namespace).ok_or_else(refuse)?;
+    let tenant = Api::<Tenant>::all(ctx.client.clone()).get_opt(tenant_name).await?.ok_or_else(refuse)?;
+    let ns = Api::<Namespace>::all(ctx.client.clone()).get_opt(&namespace).await?.ok_or_else(refuse)?;
+    if !namespace_belongs_to(&ns, &tenant) {
+        return Err(refuse());
+    }
+    // The Tenant controller makes the workload ServiceAccount; a pod naming
+    // one that does not exist (yet) would be refused by admission.
+    let service_account = Api::<ServiceAccount>::namespaced(ctx.client.clone(), &namespace)
+        .get_opt(child_names::WORKLOAD_SERVICE_ACCOUNT)
+        .await?
+        .map(|sa| sa.name_any());
+    Ok(Serving { tenant: tenant.name_any(), suspended: tenant.spec.suspended, service_account })
+}
