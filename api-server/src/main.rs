@@ -1,19 +1,12 @@
-//! ember-api: the REST API for end users.
-//!
-//! Today this binary only serves its probes; authentication, tenant
-//! routes, inference proxying and metering are not built yet (see
-//! `docs/architecture.md`). It exists so deployments, the local dev
-//! environment and probes are wired from the start, and it says plainly
-//! that nothing else works: every other path answers 501 with problem+json.
+//! ember-api binary: flags, logging, serving [`ember_api::router`].
 
 use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
 
-use axum::Router;
-use axum::http::StatusCode;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::IntoResponse;
-use axum::routing::get;
 use clap::Parser;
+use ember_api::auth::{JwtSettings, JwtVerifier};
+use jsonwebtoken::Algorithm;
 
 /// Ember's REST API.
 #[derive(Debug, Parser)]
@@ -22,51 +15,60 @@ struct Args {
     /// Address to listen on.
     #[arg(long, env = "EMBER_API_ADDR", default_value = "0.0.0.0:8080")]
     addr: SocketAddr,
+    /// Identity provider: required `iss` of bearer tokens. Without it only
+    /// the probes are served.
+    #[arg(long, env = "EMBER_API_JWT_ISSUER", requires_all = ["jwt_audience", "jwks_uri"])]
+    jwt_issuer: Option<String>,
+    /// Required `aud` of bearer tokens.
+    #[arg(long, env = "EMBER_API_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+    /// The issuer's JWKS document (https; http only on loopback).
+    #[arg(long, env = "EMBER_API_JWKS_URI")]
+    jwks_uri: Option<String>,
+    /// Accepted token algorithms (asymmetric only), comma-separated.
+    #[arg(long, env = "EMBER_API_JWT_ALGORITHMS", value_delimiter = ',', default_value = "RS256,ES256")]
+    jwt_algorithms: Vec<String>,
+    /// Clock skew tolerated on `exp`/`nbf`, in seconds.
+    #[arg(long, env = "EMBER_API_JWT_LEEWAY_SECONDS", default_value_t = 30)]
+    jwt_leeway_seconds: u64,
+    /// Claim naming the user (as Tenants list owners and members).
+    #[arg(long, env = "EMBER_API_JWT_USERNAME_CLAIM", default_value = "sub")]
+    jwt_username_claim: String,
+    /// Claim listing the user's groups.
+    #[arg(long, env = "EMBER_API_JWT_GROUPS_CLAIM", default_value = "groups")]
+    jwt_groups_claim: String,
 }
 
-fn router() -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
-        .fallback(not_implemented)
-}
-
-async fn not_implemented() -> impl IntoResponse {
-    (
-        StatusCode::NOT_IMPLEMENTED,
-        [(CONTENT_TYPE, "application/problem+json")],
-        r#"{"type":"about:blank","title":"Not Implemented","status":501,"detail":"the Ember REST API is not built yet; use kubectl or GitOps"}"#,
-    )
+impl Args {
+    fn verifier(&self) -> anyhow::Result<Option<Arc<JwtVerifier>>> {
+        let (Some(issuer), Some(audience), Some(jwks_uri)) = (&self.jwt_issuer, &self.jwt_audience, &self.jwks_uri)
+        else {
+            return Ok(None);
+        };
+        let mut settings = JwtSettings::new(issuer, audience, jwks_uri);
+        settings.algorithms = self
+            .jwt_algorithms
+            .iter()
+            .map(|a| Algorithm::from_str(a.trim()).map_err(|_| anyhow::anyhow!("unknown JWT algorithm '{a}'")))
+            .collect::<anyhow::Result<_>>()?;
+        settings.leeway_seconds = self.jwt_leeway_seconds;
+        settings.username_claim = self.jwt_username_claim.clone();
+        settings.groups_claim = self.jwt_groups_claim.clone();
+        Ok(Some(Arc::new(JwtVerifier::new(settings)?)))
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt().json().with_env_filter(tracing_subscriber::EnvFilter::new("info")).init();
+    let verifier = args.verifier()?;
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
-    tracing::info!(addr = %args.addr, "ember-api listening (probes only)");
-    axum::serve(listener, router())
+    tracing::info!(addr = %args.addr, authentication = verifier.is_some(), "ember-api listening");
+    axum::serve(listener, ember_api::router(verifier))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-    use axum::body::Body;
-    use axum::http::Request;
-    use tower::ServiceExt;
-
-    #[tokio::test]
-    async fn probes_answer_and_everything_else_is_honestly_unimplemented() {
-        let ok = router().oneshot(Request::get("/healthz").body(Body::empty()).unwrap()).await.unwrap();
-        assert_eq!(ok.status(), StatusCode::OK);
-        let other = router().oneshot(Request::get("/v1/tenants").body(Body::empty()).unwrap()).await.unwrap();
-        assert_eq!(other.status(), StatusCode::NOT_IMPLEMENTED);
-        assert_eq!(other.headers()[CONTENT_TYPE], "application/problem+json");
-    }
 }

@@ -1,0 +1,296 @@
+//! Bearer-JWT authentication over real HTTP: ember-api's router on a
+//! loopback port, the identity provider's JWKS served by a second local
+//! server, tokens signed with freshly generated ES256 keys. Each refusal
+//! must be a 401 problem+json that names what was wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ember_api::auth::{JwtSettings, JwtVerifier};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::{Value, json};
+
+const ISSUER: &str = "https://idp.example";
+const AUDIENCE: &str = "ember";
+
+/// A signing key and its public JWK.
+struct SigningKey {
+    kid: String,
+    private: EncodingKey,
+    jwk: Value,
+}
+
+impl SigningKey {
+    fn generate(kid: &str) -> Self {
+        let pair = rcgen::KeyPair::generate().unwrap(); // ECDSA P-256
+        let point = pair.public_key_raw(); // 0x04 || x || y
+        assert_eq!(point.len(), 65);
+        let jwk = json!({
+            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+            "y": URL_SAFE_NO_PAD.encode(&point[33..]),
+        });
+        Self { kid: kid.to_owned(), private: EncodingKey::from_ec_der(&pair.serialize_der()), jwk }
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        encode(&header, claims, &self.private).unwrap()
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn claims() -> Value {
+    json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "alice@acme.example", "exp": now() + 600, "iat": now(), "nbf": now() - 5, "groups": ["acme-data-science"]})
+}
+
+fn with(mut claims: Value, key: &str, value: Value) -> Value {
+    claims[key] = value;
+    claims
+}
+
+fn without(mut claims: Value, key: &str) -> Value {
+    claims.as_object_mut().unwrap().remove(key);
+    claims
+}
+
+/// A local identity provider endpoint serving a JWKS document that tests
+/// can swap, counting fetches.
+#[derive(Clone)]
+struct Jwks {
+    document: Arc<Mutex<Option<Value>>>,
+    fetches: Arc<AtomicUsize>,
+    url: String,
+}
+
+fn key_set(keys: &[&SigningKey]) -> Value {
+    json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()})
+}
+
+impl Jwks {
+    async fn serve(keys: &[&SigningKey]) -> Self {
+        let document = Arc::new(Mutex::new(Some(key_set(keys))));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let (doc, count) = (document.clone(), fetches.clone());
+        let app = Router::new().route(
+            "/jwks.json",
+            get(move || {
+                let (doc, count) = (doc.clone(), count.clone());
+                async move {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    match doc.lock().unwrap().clone() {
+                        Some(body) => (axum::http::StatusCode::OK, body.to_string()),
+                        None => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down".to_owned()),
+                    }
+                }
+            }),
+        );
+        let url = format!("http://{}/jwks.json", spawn(app).await);
+        Self { document, fetches, url }
+    }
+
+    fn publish(&self, keys: &[&SigningKey]) {
+        *self.document.lock().unwrap() = Some(key_set(keys));
+    }
+
+    fn go_down(&self) {
+        *self.document.lock().unwrap() = None;
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+}
+
+async fn spawn(app: Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// ember-api with JWT authentication against `jwks`; returns its whoami URL.
+async fn api(jwks: &Jwks, min_refresh_seconds: u64) -> String {
+    let mut settings = JwtSettings::new(ISSUER, AUDIENCE, &jwks.url);
+    settings.jwks_min_refresh_seconds = min_refresh_seconds;
+    let verifier = Arc::new(JwtVerifier::new(settings).unwrap());
+    format!("http://{}/v1/whoami", spawn(ember_api::router(Some(verifier))).await)
+}
+
+async fn whoami(url: &str, authorization: Option<&str>) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(value) = authorization {
+        request = request.header("Authorization", value);
+    }
+    let response = request.send().await.unwrap();
+    let (status, headers) = (response.status().as_u16(), response.headers().clone());
+    (status, response.json().await.unwrap_or(Value::Null), headers)
+}
+
+async fn assert_refused(url: &str, authorization: Option<&str>, detail_says: &str) {
+    let (status, body, headers) = whoami(url, authorization).await;
+    assert_eq!(status, 401, "{detail_says}: got {body}");
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert!(headers.contains_key("www-authenticate"), "401 without WWW-Authenticate");
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(detail_says), "expected '{detail_says}' in '{detail}'");
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+#[tokio::test]
+async fn a_valid_token_proves_user_and_groups() {
+    let key = SigningKey::generate("k1");
+    let jwks = Jwks::serve(&[&key]).await;
+    let url = api(&jwks, 60).await;
+    let (status, body, _) = whoami(&url, Some(&bearer(&key.sign(&claims())))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"user": "alice@acme.example", "groups": ["acme-data-science"]}));
+}
+
+#[tokio::test]
+async fn forged_expired_and_misdirected_tokens_are_refused_with_the_reason() {
+    let key = SigningKey::generate("k1");
+    let attacker = SigningKey::generate("k1"); // same kid, different key
+    let jwks = Jwks::serve(&[&key]).await;
+    let attacker_jwks = Jwks::serve(&[&attacker]).await;
+    let url = api(&jwks, 60).await;
+
+    assert_refused(&url, None, "missing Authorization").await;
+    assert_refused(&url, Some("Basic YWxpY2U6c2VjcmV0"), "Bearer scheme").await;
+    assert_refused(&url, Some("Bearer not-a-jwt"), "malformed").await;
+
+    // alg none: a header and payload with an empty signature.
+    let unsigned = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(claims().to_string())
+    );
+    assert_refused(&url, Some(&bearer(&unsigned)), "malformed").await;
+
+    // HS256 with the public key as the HMAC secret (algorithm confusion).
+    let mut hs_header = Header::new(Algorithm::HS256);
+    hs_header.kid = Some("k1".into());
+    let confused = encode(&hs_header, &claims(), &EncodingKey::from_secret(key.jwk.to_string().as_bytes())).unwrap();
+    assert_refused(&url, Some(&bearer(&confused)), "HS256 is not accepted").await;
+
+    assert_refused(&url, Some(&bearer(&attacker.sign(&claims()))), "signature does not verify").await;
+    let expired = with(claims(), "exp", json!(now() - 120));
+    assert_refused(&url, Some(&bearer(&key.sign(&expired))), "expired").await;
+    let early = with(claims(), "nbf", json!(now() + 600));
+    assert_refused(&url, Some(&bearer(&key.sign(&early))), "not valid yet").await;
+    let foreign = with(claims(), "iss", json!("https://evil.example"));
+    assert_refused(&url, Some(&bearer(&key.sign(&foreign))), "another issuer").await;
+    let elsewhere = with(claims(), "aud", json!("some-other-service"));
+    assert_refused(&url, Some(&bearer(&key.sign(&elsewhere))), "another audience").await;
+    for claim in ["sub", "exp", "iss", "aud"] {
+        assert_refused(&url, Some(&bearer(&key.sign(&without(claims(), claim)))), &format!("'{claim}'")).await;
+    }
+    let odd_groups = with(claims(), "groups", json!("admins"));
+    assert_refused(&url, Some(&bearer(&key.sign(&odd_groups))), "array of strings").await;
+
+    // A payload swapped under a valid signature.
+    let token = key.sign(&claims());
+    let parts: Vec<&str> = token.split('.').collect();
+    let promoted = URL_SAFE_NO_PAD.encode(with(claims(), "sub", json!("admin")).to_string());
+    assert_refused(&url, Some(&bearer(&format!("{}.{promoted}.{}", parts[0], parts[2]))), "signature").await;
+
+    // A token pointing at the attacker's own key set is never looked up there.
+    let mut jku_header = Header::new(Algorithm::ES256);
+    jku_header.kid = Some("attacker-key".into());
+    jku_header.jku = Some(attacker_jwks.url.clone());
+    let redirected = encode(&jku_header, &claims(), &attacker.private).unwrap();
+    assert_refused(&url, Some(&bearer(&redirected)), "unknown key").await;
+    assert_eq!(attacker_jwks.fetches(), 0, "the jku header must never be followed");
+}
+
+#[tokio::test]
+async fn unknown_key_ids_cannot_make_the_api_hammer_the_identity_provider() {
+    let key = SigningKey::generate("k1");
+    let stranger = SigningKey::generate("stranger");
+    let jwks = Jwks::serve(&[&key]).await;
+    let url = api(&jwks, 60).await;
+    let (status, _, _) = whoami(&url, Some(&bearer(&key.sign(&claims())))).await;
+    assert_eq!(status, 200);
+    assert_eq!(jwks.fetches(), 1);
+    for _ in 0..5 {
+        assert_refused(&url, Some(&bearer(&stranger.sign(&claims()))), "unknown key").await;
+    }
+    assert_eq!(jwks.fetches(), 1, "misses within the refresh interval must not refetch");
+}
+
+#[tokio::test]
+async fn rotated_keys_work_after_a_refresh_and_retired_keys_stop_working() {
+    let old = SigningKey::generate("2026-old");
+    let new = SigningKey::generate("2026-new");
+    let jwks = Jwks::serve(&[&old]).await;
+    let url = api(&jwks, 1).await;
+    let (status, _, _) = whoami(&url, Some(&bearer(&old.sign(&claims())))).await;
+    assert_eq!(status, 200);
+
+    jwks.publish(&[&new]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body, _) = whoami(&url, Some(&bearer(&new.sign(&claims())))).await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the rotated key never became usable: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await; // poll interval, not synchronisation
+    }
+    assert_refused(&url, Some(&bearer(&old.sign(&claims()))), "unknown key").await;
+}
+
+#[tokio::test]
+async fn an_unreachable_identity_provider_is_a_503_and_recovers() {
+    let key = SigningKey::generate("k1");
+    let jwks = Jwks::serve(&[&key]).await;
+    jwks.go_down();
+    let url = api(&jwks, 1).await;
+    let token = bearer(&key.sign(&claims()));
+    let (status, body, headers) = whoami(&url, Some(&token)).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert!(body["detail"].as_str().unwrap().contains("signing keys unavailable"));
+
+    jwks.publish(&[&key]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while whoami(&url, Some(&token)).await.0 != 200 {
+        assert!(Instant::now() < deadline, "never recovered after the identity provider came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[test]
+fn symmetric_algorithms_and_plain_http_key_sets_are_refused_at_start() {
+    let mut hmac = JwtSettings::new(ISSUER, AUDIENCE, "https://idp.example/jwks.json");
+    hmac.algorithms = vec![Algorithm::ES256, Algorithm::HS256];
+    let error = JwtVerifier::new(hmac).unwrap_err().to_string();
+    assert!(error.contains("HS256"), "{error}");
+
+    let plain = JwtSettings::new(ISSUER, AUDIENCE, "http://idp.example/jwks.json");
+    let error = JwtVerifier::new(plain).unwrap_err().to_string();
+    assert!(error.contains("must use https"), "{error}");
+}
+
+#[tokio::test]
+async fn without_an_identity_provider_only_probes_answer() {
+    let addr = spawn(ember_api::router(None)).await;
+    let health = reqwest::get(format!("http://{addr}/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    let other = reqwest::get(format!("http://{addr}/v1/whoami")).await.unwrap();
+    assert_eq!(other.status(), 501);
+    assert_eq!(other.headers()["content-type"], "application/problem+json");
+}
