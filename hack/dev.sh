@@ -75,10 +75,16 @@ if ! kubectl wait --for=condition=Ready tenant/acme --timeout=120s; then
   kubectl get tenant acme -o yaml; tail -n 50 "$dev/operator.log"; exit 1
 fi
 kubectl apply --server-side -f examples/modeldeployment-minilm.yaml
+# kwok makes the model pods ready without running ember-runtime, so this
+# checks the operator's side (Deployment, Service, autoscaler, status).
+if ! kubectl -n tenant-acme wait --for=condition=Ready modeldeployment/minilm --timeout=120s; then
+  kubectl -n tenant-acme get modeldeployment minilm -o yaml; tail -n 50 "$dev/operator.log"; exit 1
+fi
 curl -fsS http://127.0.0.1:18080/readyz >/dev/null
 curl -fsS http://127.0.0.1:18081/healthz >/dev/null
 kubectl get tenants,modeldeployments -A
 kubectl -n tenant-acme get resourcequota,networkpolicy,rolebinding,secret
+kubectl -n tenant-acme get deployment,service,horizontalpodautoscaler,poddisruptionbudget,pod
 
 if [[ "${1:-}" == "--check" ]]; then
   echo "dev environment works"
