@@ -198,4 +198,12 @@ mod tests {
         assert_eq!(custom.runtime_image, "registry.example/rt:1");
         assert!(serde_yaml::from_str::<OperatorConfig>("bogus: 1\n").is_err());
     }
+
+    #[test]
+    fn the_shipped_configuration_loads() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/operator/config.yaml");
+        let config = OperatorConfig::load(Some(&path)).unwrap();
+        assert!(config.runtime_image.starts_with("ghcr.io/ember-dev/ember-runtime:"));
+        assert!(config.runtime_wgpu_image.ends_with("-wgpu"));
+    }
 }

@@ -196,6 +196,9 @@ async fn serves_a_model_and_follows_spec_changes(admin: &Client, mds: &Api<Model
     assert_eq!(md.status.unwrap().observed_generation, md.metadata.generation);
     let deployment = Api::<Deployment>::namespaced(admin.clone(), NAMESPACE).get("minilm").await.unwrap();
     assert_eq!(flag(&args(&deployment), "max-batch-size").as_deref(), Some("8"));
+    // Created, then changed once: the reconciles that followed every status
+    // change of the rollout applied an identical spec (no hot loop).
+    assert_eq!(deployment.metadata.generation, Some(2), "the operator rewrote the Deployment's spec");
 
     // Hand edits of a child are reverted.
     let deployments = Api::<Deployment>::namespaced(admin.clone(), NAMESPACE);
