@@ -17,6 +17,29 @@ pub enum Error {
     /// Invalid start-up configuration.
     #[error("configuration: {0}")]
     Config(String),
+    /// The resource does not exist, or the caller may not know it does.
+    #[error("{0}")]
+    NotFound(String),
+    /// The caller is known to the tenant but its role is too weak.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request body is not what the route takes.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Well-formed but refused by validation (ours or the API server's CRD
+    /// schema and CEL rules, whose message names the field).
+    #[error("{0}")]
+    Invalid(String),
+    /// Another field manager (kubectl, Argo CD, Flux) owns what the request
+    /// would change, or the tenant is not ready for it.
+    #[error("{0}")]
+    Conflict(String),
+    /// The Kubernetes API server failed or could not be reached.
+    #[error("Kubernetes API unavailable: {0}")]
+    Upstream(String),
+    /// Caches not synced yet.
+    #[error("{0}")]
+    NotReady(String),
 }
 
 impl Error {
@@ -25,6 +48,12 @@ impl Error {
             Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Error::KeysUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Upstream(_) | Error::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -40,6 +69,32 @@ pub fn problem(status: StatusCode, detail: &str) -> Response {
     let mut response = (status, body.to_string()).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
     response
+}
+
+impl From<kube::Error> for Error {
+    /// API-server answers become the matching problem; its message (which
+    /// names the offending field for schema and CEL failures) is passed on.
+    fn from(error: kube::Error) -> Self {
+        match error {
+            kube::Error::Api(status) => match status.code {
+                404 => Error::NotFound(status.message),
+                409 => Error::Conflict(status.message),
+                400 | 422 => Error::Invalid(status.message),
+                // Server-side apply reports a field the schema does not
+                // declare as a 500 ("failed to create typed patch object");
+                // it is the caller's input, so answer it as such.
+                500 if status.message.contains("field not declared in schema") => Error::Invalid(status.message),
+                403 => {
+                    // Our own ServiceAccount lacks a right: a deployment bug,
+                    // not the caller's fault, so do not pass the detail on.
+                    tracing::error!(message = %status.message, "ember-api was refused by the API server");
+                    Error::Upstream("ember-api is not permitted to do this; check its RBAC".into())
+                }
+                _ => Error::Upstream(status.message),
+            },
+            other => Error::Upstream(other.to_string()),
+        }
+    }
 }
 
 impl IntoResponse for Error {

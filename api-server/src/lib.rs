@@ -1,13 +1,18 @@
 //! ember-api: the REST API for end users.
 //!
-//! Built so far: probes, and bearer-JWT authentication (`auth`) with
-//! `GET /v1/whoami` to see the identity a token proves. Tenant routes,
-//! inference proxying and metering are not built yet (see
-//! `docs/architecture.md`); every other path answers 501 with problem+json,
-//! saying plainly that nothing else works.
+//! Built so far: probes; bearer-JWT authentication (`auth`) with
+//! `GET /v1/whoami`; tenant authorisation from the Tenant's owners and
+//! members (`authz`); the caller's tenants and their ModelDeployments
+//! (`routes`), read from watch caches (`cache`) and written with server-side
+//! apply. API keys, inference proxying, metering and audit are not built yet
+//! (see `docs/architecture.md`); every other path answers 501 with
+//! problem+json, saying plainly that nothing else works.
 
 pub mod auth;
+pub mod authz;
+pub mod cache;
 pub mod error;
+pub mod routes;
 
 use std::sync::Arc;
 
@@ -17,14 +22,51 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 
 use auth::{JwtVerifier, Principal};
+use routes::{Tenancy, deployments, tenants};
 
-/// The HTTP surface. Without a verifier (no identity provider configured)
-/// only the probes answer.
-pub fn router(verifier: Option<Arc<JwtVerifier>>) -> Router {
-    let mut app = Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(|| async { "ok" }));
-    if let Some(verifier) = verifier {
-        app = app.merge(Router::new().route("/v1/whoami", get(whoami)).with_state(verifier));
-    }
+/// How much of the API a process serves, by what is configured.
+#[derive(Debug)]
+pub enum Surface {
+    /// No identity provider: probes only.
+    ProbesOnly,
+    /// Tokens can be checked (`/v1/whoami`) but no cluster is attached.
+    Authentication(Arc<JwtVerifier>),
+    /// Everything built so far.
+    Full(Tenancy),
+}
+
+pub fn router(surface: Surface) -> Router {
+    let probes = Router::new().route("/healthz", get(|| async { "ok" }));
+    let app = match surface {
+        Surface::ProbesOnly => probes.route("/readyz", get(|| async { "ok" })),
+        Surface::Authentication(verifier) => probes
+            .route("/readyz", get(|| async { "ok" }))
+            .merge(Router::new().route("/v1/whoami", get(whoami)).with_state(verifier)),
+        Surface::Full(tenancy) => {
+            let caches = tenancy.caches.clone();
+            let ready = get(move || {
+                let synced = caches.is_synced();
+                async move {
+                    if synced {
+                        "ok".into_response()
+                    } else {
+                        error::problem(StatusCode::SERVICE_UNAVAILABLE, "watch caches are not synced yet")
+                    }
+                }
+            });
+            probes.route("/readyz", ready).merge(
+                Router::new()
+                    .route("/v1/whoami", get(whoami))
+                    .route("/v1/tenants", get(tenants::list))
+                    .route("/v1/tenants/{tenant}/deployments", get(deployments::list))
+                    .route(
+                        "/v1/tenants/{tenant}/deployments/{name}",
+                        get(deployments::get).put(deployments::put).delete(deployments::delete),
+                    )
+                    .with_state(tenancy),
+            )
+        }
+    };
     app.fallback(not_implemented)
 }
 
@@ -38,5 +80,4 @@ async fn not_implemented() -> Response {
         StatusCode::NOT_IMPLEMENTED,
         "this part of the Ember REST API is not built yet; use kubectl or GitOps",
     )
-    .into_response()
 }

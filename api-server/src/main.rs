@@ -5,7 +5,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use clap::Parser;
+use ember_api::Surface;
 use ember_api::auth::{JwtSettings, JwtVerifier};
+use ember_api::cache::Caches;
+use ember_api::routes::Tenancy;
 use jsonwebtoken::Algorithm;
 
 /// Ember's REST API.
@@ -62,10 +65,18 @@ impl Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt().json().with_env_filter(tracing_subscriber::EnvFilter::new("info")).init();
-    let verifier = args.verifier()?;
+    // With an identity provider the API serves tenants, which needs the
+    // cluster (in-cluster config or KUBECONFIG); without one, probes only.
+    let surface = match args.verifier()? {
+        Some(verifier) => {
+            let client = kube::Client::try_default().await?;
+            Surface::Full(Tenancy { verifier, caches: Caches::start(client.clone()), client })
+        }
+        None => Surface::ProbesOnly,
+    };
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
-    tracing::info!(addr = %args.addr, authentication = verifier.is_some(), "ember-api listening");
-    axum::serve(listener, ember_api::router(verifier))
+    tracing::info!(addr = %args.addr, tenant_routes = matches!(surface, Surface::Full(_)), "ember-api listening");
+    axum::serve(listener, ember_api::router(surface))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -4,127 +4,24 @@
 //! must be a 401 problem+json that names what was wrong.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod support;
 
-use axum::Router;
-use axum::routing::get;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ember_api::auth::{JwtSettings, JwtVerifier};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
-
-const ISSUER: &str = "https://idp.example";
-const AUDIENCE: &str = "ember";
-
-/// A signing key and its public JWK.
-struct SigningKey {
-    kid: String,
-    private: EncodingKey,
-    jwk: Value,
-}
-
-impl SigningKey {
-    fn generate(kid: &str) -> Self {
-        let pair = rcgen::KeyPair::generate().unwrap(); // ECDSA P-256
-        let point = pair.public_key_raw(); // 0x04 || x || y
-        assert_eq!(point.len(), 65);
-        let jwk = json!({
-            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
-            "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
-            "y": URL_SAFE_NO_PAD.encode(&point[33..]),
-        });
-        Self { kid: kid.to_owned(), private: EncodingKey::from_ec_der(&pair.serialize_der()), jwk }
-    }
-
-    fn sign(&self, claims: &Value) -> String {
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(self.kid.clone());
-        encode(&header, claims, &self.private).unwrap()
-    }
-}
-
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
-
-fn claims() -> Value {
-    json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "alice@acme.example", "exp": now() + 600, "iat": now(), "nbf": now() - 5, "groups": ["acme-data-science"]})
-}
-
-fn with(mut claims: Value, key: &str, value: Value) -> Value {
-    claims[key] = value;
-    claims
-}
-
-fn without(mut claims: Value, key: &str) -> Value {
-    claims.as_object_mut().unwrap().remove(key);
-    claims
-}
-
-/// A local identity provider endpoint serving a JWKS document that tests
-/// can swap, counting fetches.
-#[derive(Clone)]
-struct Jwks {
-    document: Arc<Mutex<Option<Value>>>,
-    fetches: Arc<AtomicUsize>,
-    url: String,
-}
-
-fn key_set(keys: &[&SigningKey]) -> Value {
-    json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()})
-}
-
-impl Jwks {
-    async fn serve(keys: &[&SigningKey]) -> Self {
-        let document = Arc::new(Mutex::new(Some(key_set(keys))));
-        let fetches = Arc::new(AtomicUsize::new(0));
-        let (doc, count) = (document.clone(), fetches.clone());
-        let app = Router::new().route(
-            "/jwks.json",
-            get(move || {
-                let (doc, count) = (doc.clone(), count.clone());
-                async move {
-                    count.fetch_add(1, Ordering::SeqCst);
-                    match doc.lock().unwrap().clone() {
-                        Some(body) => (axum::http::StatusCode::OK, body.to_string()),
-                        None => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down".to_owned()),
-                    }
-                }
-            }),
-        );
-        let url = format!("http://{}/jwks.json", spawn(app).await);
-        Self { document, fetches, url }
-    }
-
-    fn publish(&self, keys: &[&SigningKey]) {
-        *self.document.lock().unwrap() = Some(key_set(keys));
-    }
-
-    fn go_down(&self) {
-        *self.document.lock().unwrap() = None;
-    }
-
-    fn fetches(&self) -> usize {
-        self.fetches.load(Ordering::SeqCst)
-    }
-}
-
-async fn spawn(app: Router) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
-}
+use support::{AUDIENCE, ISSUER, Jwks, SigningKey, bearer, claims, now, spawn, with, without};
 
 /// ember-api with JWT authentication against `jwks`; returns its whoami URL.
 async fn api(jwks: &Jwks, min_refresh_seconds: u64) -> String {
     let mut settings = JwtSettings::new(ISSUER, AUDIENCE, &jwks.url);
     settings.jwks_min_refresh_seconds = min_refresh_seconds;
     let verifier = Arc::new(JwtVerifier::new(settings).unwrap());
-    format!("http://{}/v1/whoami", spawn(ember_api::router(Some(verifier))).await)
+    format!("http://{}/v1/whoami", spawn(ember_api::router(ember_api::Surface::Authentication(verifier))).await)
 }
 
 async fn whoami(url: &str, authorization: Option<&str>) -> (u16, Value, reqwest::header::HeaderMap) {
@@ -144,10 +41,6 @@ async fn assert_refused(url: &str, authorization: Option<&str>, detail_says: &st
     assert!(headers.contains_key("www-authenticate"), "401 without WWW-Authenticate");
     let detail = body["detail"].as_str().unwrap_or_default();
     assert!(detail.contains(detail_says), "expected '{detail_says}' in '{detail}'");
-}
-
-fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
 }
 
 #[tokio::test]
@@ -287,7 +180,7 @@ fn symmetric_algorithms_and_plain_http_key_sets_are_refused_at_start() {
 
 #[tokio::test]
 async fn without_an_identity_provider_only_probes_answer() {
-    let addr = spawn(ember_api::router(None)).await;
+    let addr = spawn(ember_api::router(ember_api::Surface::ProbesOnly)).await;
     let health = reqwest::get(format!("http://{addr}/healthz")).await.unwrap();
     assert_eq!(health.status(), 200);
     let other = reqwest::get(format!("http://{addr}/v1/whoami")).await.unwrap();

@@ -1,0 +1,80 @@
+//! Routes that need both an authenticated caller and the cluster.
+
+pub mod deployments;
+pub mod tenants;
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use kube::Client;
+
+use crate::auth::{JwtVerifier, Principal};
+use crate::authz::{TenantRole, role_in};
+use crate::cache::Caches;
+use crate::error::{Error, Result};
+use ember_crds::names;
+use ember_crds::tenant::Tenant;
+
+/// What tenant routes work with.
+#[derive(Clone)]
+pub struct Tenancy {
+    pub verifier: Arc<JwtVerifier>,
+    pub client: Client,
+    pub caches: Caches,
+}
+
+impl std::fmt::Debug for Tenancy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // kube::Client has no Debug; the caches say enough.
+        f.debug_struct("Tenancy").field("caches", &self.caches).finish_non_exhaustive()
+    }
+}
+
+impl FromRef<Tenancy> for Arc<JwtVerifier> {
+    fn from_ref(state: &Tenancy) -> Self {
+        state.verifier.clone()
+    }
+}
+
+/// A tenant the caller may act in, with the caller's role.
+#[derive(Debug)]
+pub struct TenantAccess {
+    pub tenant: Arc<Tenant>,
+    pub role: TenantRole,
+}
+
+impl TenantAccess {
+    pub fn name(&self) -> &str {
+        self.tenant.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    /// The tenant's namespace: as recorded by the operator, else the
+    /// derived name (which is what the operator creates).
+    pub fn namespace(&self) -> String {
+        self.tenant
+            .status
+            .as_ref()
+            .and_then(|s| s.namespace.clone())
+            .unwrap_or_else(|| names::namespace_for(self.name()))
+    }
+}
+
+impl Tenancy {
+    /// Resolves `tenant` for `who`, requiring at least `needed`. A tenant the
+    /// caller has no role in is reported exactly like a missing one, so
+    /// tenant names cannot be probed.
+    pub fn access(&self, tenant: &str, who: &Principal, needed: TenantRole) -> Result<TenantAccess> {
+        if !self.caches.is_synced() {
+            return Err(Error::NotReady("ember-api is still loading its caches; retry shortly".into()));
+        }
+        let not_found = || Error::NotFound(format!("tenant '{tenant}' not found"));
+        let found = self.caches.tenant(tenant).ok_or_else(not_found)?;
+        let role = role_in(&found, who).ok_or_else(not_found)?;
+        if role < needed {
+            return Err(Error::Forbidden(format!(
+                "your role in tenant '{tenant}' is {role}; this needs {needed} or higher"
+            )));
+        }
+        Ok(TenantAccess { tenant: found, role })
+    }
+}

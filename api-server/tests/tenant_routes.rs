@@ -1,0 +1,294 @@
+//! The tenant routes against a real control plane: ember-api runs with
+//! exactly its own ClusterRole (impersonating its ServiceAccount), callers
+//! authenticate with tokens from a local identity provider, and every
+//! assertion is what a tenant user relies on: they manage their own
+//! ModelDeployments, see nothing of another tenant's, and bad bodies are
+//! refused naming the field.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ember_api::auth::{JwtSettings, JwtVerifier};
+use ember_api::cache::Caches;
+use ember_api::routes::Tenancy;
+use ember_api::{Surface, router};
+use ember_crds::model_deployment::ModelDeployment;
+use ember_crds::names;
+use ember_crds::tenant::Tenant;
+use ember_testenv::{install_crds, poll, shared_control_plane};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde_json::{Value, json};
+use support::{AUDIENCE, ISSUER, Jwks, SigningKey, bearer, claims, spawn, with};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+const API_USER: &str = "system:serviceaccount:ember-system:ember-api";
+
+/// A running ember-api wired to the control plane, and a way to call it as
+/// any user.
+struct Harness {
+    base: String,
+    key: SigningKey,
+    admin: Client,
+    http: reqwest::Client,
+}
+
+impl Harness {
+    async fn start() -> Self {
+        let cp = shared_control_plane().unwrap();
+        let admin = cp.client().await.unwrap();
+        install_crds(&admin, &ember_crds::crd_yaml::all_crds()).await.unwrap();
+        ensure_namespace(&admin, "ember-system").await;
+        let rbac = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rbac");
+        let output = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(cp.kubeconfig())
+            .args(["apply", "--server-side", "--force-conflicts", "-k"])
+            .arg(&rbac)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "applying config/rbac: {}", String::from_utf8_lossy(&output.stderr));
+
+        let kubeconfig = Kubeconfig::read_from(cp.kubeconfig()).unwrap();
+        let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+        config.auth_info.impersonate = Some(API_USER.into());
+        config.auth_info.impersonate_groups = Some(vec![
+            "system:serviceaccounts".into(),
+            "system:serviceaccounts:ember-system".into(),
+            "system:authenticated".into(),
+        ]);
+        let as_api = Client::try_from(config).unwrap();
+
+        let key = SigningKey::generate("k1");
+        let jwks = Jwks::serve(&[&key]).await;
+        let verifier = Arc::new(JwtVerifier::new(JwtSettings::new(ISSUER, AUDIENCE, &jwks.url)).unwrap());
+        let tenancy = Tenancy { verifier, caches: Caches::start(as_api.clone()), client: as_api };
+        let base = format!("http://{}", spawn(router(Surface::Full(tenancy))).await);
+        let http = reqwest::Client::new();
+        poll::until_async("ember-api ready", TIMEOUT, async || {
+            let ready = http.get(format!("{base}/readyz")).send().await.map(|r| r.status() == 200).unwrap_or(false);
+            Ok(ready.then_some(()))
+        })
+        .await
+        .unwrap();
+        std::mem::forget(jwks); // its server task lives as long as the test
+        Self { base, key, admin, http }
+    }
+
+    fn token(&self, user: &str, groups: &[&str]) -> String {
+        bearer(&self.key.sign(&with(with(claims(), "sub", json!(user)), "groups", json!(groups))))
+    }
+
+    async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.request(method.parse().unwrap(), url);
+        if let Some(token) = token {
+            request = request.header("Authorization", token);
+        }
+        if let Some(body) = body {
+            request = request.header("Content-Type", "application/json").body(body.to_owned());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        if status >= 400 {
+            assert_eq!(response.headers()["content-type"], "application/problem+json", "{method} {path}");
+        }
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls until `GET path` as `token` answers `status` (the watch cache
+    /// follows writes asynchronously).
+    async fn until_status(&self, path: &str, token: &str, status: u16) -> Value {
+        poll::until_async(&format!("GET {path} -> {status}"), TIMEOUT, async || {
+            let (got, body) = self.call("GET", path, Some(token), None).await;
+            Ok((got == status).then_some(body))
+        })
+        .await
+        .unwrap()
+    }
+
+    /// A Tenant (and the namespace the operator would create for it).
+    async fn tenant(&self, name: &str, spec: Value) {
+        let tenants: Api<Tenant> = Api::all(self.admin.clone());
+        let tenant: Tenant = serde_json::from_value(
+            json!({"apiVersion": "ember.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": name}, "spec": spec}),
+        )
+        .unwrap();
+        tenants.create(&PostParams::default(), &tenant).await.unwrap();
+        ensure_namespace(&self.admin, &names::namespace_for(name)).await;
+    }
+}
+
+async fn ensure_namespace(client: &Client, name: &str) {
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    match Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn spec(max_batch_size: u32) -> String {
+    json!({
+        "model": {
+            "architecture": "mlp", "task": "regression",
+            "source": {"uri": "https://models.example/tabular/model.safetensors", "sha256": "a".repeat(64)}
+        },
+        "replicas": {"min": 1, "max": 2},
+        "batching": {"maxBatchSize": max_batch_size, "maxDelayMs": 5}
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn owners_and_editors_manage_deployments_and_viewers_only_read() {
+    let h = Harness::start().await;
+    h.tenant(
+        "acme-crud",
+        json!({"owners": [{"kind": "User", "name": "alice"}],
+               "members": [{"kind": "Group", "name": "acme-ds", "role": "edit"}, {"kind": "User", "name": "bob", "role": "view"}]}),
+    )
+    .await;
+    let (alice, bob, carol) = (h.token("alice", &[]), h.token("bob", &[]), h.token("carol", &["acme-ds"]));
+    let path = "/v1/tenants/acme-crud/deployments/scorer";
+
+    let (status, body) = h.call("PUT", path, Some(&alice), Some(&spec(16))).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["name"], "scorer");
+    assert_eq!(body["tenant"], "acme-crud");
+    assert_eq!(body["spec"]["batching"]["maxBatchSize"], 16);
+    assert!(body.get("metadata").is_none() && body.get("managedFields").is_none(), "internal metadata leaked: {body}");
+
+    // It is a real object in the tenant namespace, applied as ember-api.
+    let mds: Api<ModelDeployment> = Api::namespaced(h.admin.clone(), "tenant-acme-crud");
+    let stored = mds.get("scorer").await.unwrap();
+    let managers: Vec<_> = stored.metadata.managed_fields.unwrap().into_iter().filter_map(|m| m.manager).collect();
+    assert!(managers.iter().any(|m| m == "ember-api"), "managers: {managers:?}");
+
+    let listed = h.until_status("/v1/tenants/acme-crud/deployments", &bob, 200).await;
+    poll::until_async("the cache lists the new deployment", TIMEOUT, async || {
+        let (_, listed) = h.call("GET", "/v1/tenants/acme-crud/deployments", Some(&bob), None).await;
+        Ok(listed.as_array().is_some_and(|items| items.iter().any(|d| d["name"] == "scorer")).then_some(()))
+    })
+    .await
+    .unwrap();
+    assert!(listed.is_array());
+
+    let (status, body) = h.call("PUT", path, Some(&alice), Some(&spec(32))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["generation"], 2);
+
+    let (status, body) = h.call("PUT", path, Some(&bob), Some(&spec(64))).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("view"), "{body}");
+    let (status, _) = h.call("DELETE", path, Some(&bob), None).await;
+    assert_eq!(status, 403);
+
+    let (status, body) = h.call("PUT", "/v1/tenants/acme-crud/deployments/ranker", Some(&carol), Some(&spec(8))).await;
+    assert_eq!(status, 201, "editor through a group: {body}");
+
+    let (status, _) = h.call("DELETE", path, Some(&alice), None).await;
+    assert_eq!(status, 202);
+    h.until_status(path, &alice, 404).await;
+    assert!(mds.get_opt("scorer").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn another_tenants_deployments_are_invisible_and_untouchable() {
+    let h = Harness::start().await;
+    h.tenant("acme-iso", json!({"owners": [{"kind": "User", "name": "alice"}]})).await;
+    h.tenant("globex-iso", json!({"owners": [{"kind": "User", "name": "mallory"}]})).await;
+    let (alice, mallory) = (h.token("alice", &[]), h.token("mallory", &[]));
+    let (status, _) =
+        h.call("PUT", "/v1/tenants/acme-iso/deployments/secret-model", Some(&alice), Some(&spec(8))).await;
+    assert_eq!(status, 201);
+    h.until_status("/v1/tenants/acme-iso/deployments/secret-model", &alice, 200).await;
+
+    // Mallory's tenant list holds only globex.
+    let (status, mine) = h.call("GET", "/v1/tenants", Some(&mallory), None).await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = mine.as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
+    assert!(names.contains(&"globex-iso") && !names.contains(&"acme-iso"), "{names:?}");
+    assert_eq!(mine.as_array().unwrap().iter().find(|t| t["name"] == "globex-iso").unwrap()["role"], "admin");
+
+    // acme looks exactly like a tenant that does not exist.
+    let (missing_status, missing) = h.call("GET", "/v1/tenants/no-such-tenant/deployments", Some(&mallory), None).await;
+    let (status, body) = h.call("GET", "/v1/tenants/acme-iso/deployments", Some(&mallory), None).await;
+    assert_eq!((status, missing_status), (404, 404));
+    assert_eq!(
+        body["detail"].as_str().unwrap().replace("acme-iso", "X"),
+        missing["detail"].as_str().unwrap().replace("no-such-tenant", "X")
+    );
+    for (method, body) in [("GET", None), ("PUT", Some(spec(4))), ("DELETE", None)] {
+        let (status, _) =
+            h.call(method, "/v1/tenants/acme-iso/deployments/secret-model", Some(&mallory), body.as_deref()).await;
+        assert_eq!(status, 404, "{method} on another tenant's deployment");
+    }
+    // acme's deployment name under mallory's own tenant is not acme's object.
+    let (status, _) = h.call("GET", "/v1/tenants/globex-iso/deployments/secret-model", Some(&mallory), None).await;
+    assert_eq!(status, 404);
+    let mds: Api<ModelDeployment> = Api::namespaced(h.admin.clone(), "tenant-acme-iso");
+    assert_eq!(mds.get("secret-model").await.unwrap().spec.batching.max_batch_size, 8, "mallory changed acme's object");
+
+    let (status, _) = h.call("GET", "/v1/tenants/acme-iso/deployments", None, None).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn bad_bodies_are_refused_naming_the_field_and_create_nothing() {
+    let h = Harness::start().await;
+    h.tenant("acme-bad", json!({"owners": [{"kind": "User", "name": "alice"}]})).await;
+    let alice = h.token("alice", &[]);
+    let path = "/v1/tenants/acme-bad/deployments/bad";
+    let valid: Value = serde_json::from_str(&spec(8)).unwrap();
+
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (with(valid.clone(), "status", json!({"readyReplicas": 9})), 422, "'status'"),
+        (with(valid.clone(), "metadata", json!({"namespace": "tenant-other"})), 422, "'metadata'"),
+        (with(valid.clone(), "tenant", json!("other")), 422, "'tenant'"),
+        (with(valid.clone(), "replicas", json!({"min": 3, "max": 2})), 422, "replicas.min"),
+        (with(valid.clone(), "backend", json!("wgpu")), 422, "backend wgpu needs resources.gpus"),
+        (
+            with(
+                valid.clone(),
+                "model",
+                json!({"architecture": "mlp", "task": "regression", "source": {"uri": "https://m.example/x", "sha256": "a".repeat(64)}, "quantize": true}),
+            ),
+            422,
+            "quantize",
+        ),
+        (json!(["not", "an", "object"]), 400, "JSON object"),
+    ];
+    for (body, status, says) in cases {
+        let (got, problem) = h.call("PUT", path, Some(&alice), Some(&body.to_string())).await;
+        assert_eq!(got, status, "{says}: {problem}");
+        assert!(problem["detail"].as_str().unwrap().contains(says), "expected '{says}' in {problem}");
+    }
+    let (got, problem) = h.call("PUT", path, Some(&alice), Some("{not json")).await;
+    assert_eq!(got, 400, "{problem}");
+    let mds: Api<ModelDeployment> = Api::namespaced(h.admin.clone(), "tenant-acme-bad");
+    assert!(mds.get_opt("bad").await.unwrap().is_none(), "a refused body created an object");
+}
+
+#[tokio::test]
+async fn fields_owned_by_gitops_are_not_taken_over() {
+    let h = Harness::start().await;
+    h.tenant("acme-gitops", json!({"owners": [{"kind": "User", "name": "alice"}]})).await;
+    let mds: Api<ModelDeployment> = Api::namespaced(h.admin.clone(), "tenant-acme-gitops");
+    let mut from_git: Value = serde_json::from_str(&spec(8)).unwrap();
+    from_git = json!({"apiVersion": "ember.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "synced"}, "spec": from_git});
+    mds.patch("synced", &PatchParams::apply("argocd-controller"), &Patch::Apply(&from_git)).await.unwrap();
+
+    let (status, body) = h
+        .call("PUT", "/v1/tenants/acme-gitops/deployments/synced", Some(&h.token("alice", &[])), Some(&spec(16)))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("argocd-controller"), "{body}");
+    assert_eq!(mds.get("synced").await.unwrap().spec.batching.max_batch_size, 8);
+}
