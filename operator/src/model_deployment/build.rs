@@ -57,6 +57,10 @@ pub const CPU_TARGET_UTILIZATION: i32 = 70;
 /// (10 s × 180 = 30 minutes) before liveness takes over.
 const STARTUP_PERIOD_SECONDS: i32 = 10;
 const STARTUP_FAILURE_THRESHOLD: i32 = 180;
+/// The Deployment reports `ProgressDeadlineExceeded` (and the model turns
+/// `Stalled`) only after a pod had its whole startup budget plus scheduling
+/// and pull time; the default 10 minutes would call a long download stuck.
+pub const PROGRESS_DEADLINE_SECONDS: i32 = STARTUP_PERIOD_SECONDS * STARTUP_FAILURE_THRESHOLD + 300;
 
 /// What the ModelDeployment's tenant contributes to its children.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -358,6 +362,7 @@ fn deployment(
         metadata: meta(md, serving, owner),
         spec: DeploymentSpec {
             replicas,
+            progress_deadline_seconds: Some(PROGRESS_DEADLINE_SECONDS),
             selector: LabelSelector { match_labels: Some(selector_labels(md)), ..Default::default() },
             // A new pod must be ready (model loaded) before an old one goes:
             // a rollout never lowers serving capacity.
@@ -575,6 +580,8 @@ mod tests {
         let startup = c.startup_probe.clone().unwrap();
         let budget = startup.period_seconds.unwrap() * startup.failure_threshold.unwrap();
         assert!(budget >= 600, "startup probe allows only {budget}s for downloads");
+        let deadline = children(&md(serde_json::json!({})), &serving()).deployment.spec.progress_deadline_seconds;
+        assert!(deadline > Some(budget), "a download within the startup budget must not stall the rollout");
         let resources = c.resources.clone().unwrap();
         assert_eq!(resources.requests, resources.limits);
         let limits = resources.limits.unwrap();

@@ -29,7 +29,11 @@ pub const CONTROLLER: &str = "model-deployment";
 const RESYNC: Duration = Duration::from_secs(300);
 
 /// Entry point called by the controller runtime.
-#[instrument(skip_all, fields(namespace = %md.namespace().unwrap_or_default(), model_deployment = %md.name_any()))]
+#[instrument(skip_all, fields(
+    namespace = %md.namespace().unwrap_or_default(),
+    model_deployment = %md.name_any(),
+    tenant = tracing::field::Empty,
+))]
 pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     let result = converge(&md, &ctx).await;
@@ -95,6 +99,7 @@ async fn converge(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
 
 async fn converge_steps(md: &ModelDeployment, ctx: &Context) -> Result<(Serving, Deployment)> {
     let serving = tenancy::resolve(md, ctx).await?;
+    tracing::Span::current().record("tenant", serving.tenant.as_str());
     let children = desired_children(md, &serving, &ctx.config)?;
     let deployment = apply::apply_children(&ctx.client, &children).await?;
     Ok((serving, deployment))
