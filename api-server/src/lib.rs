@@ -12,17 +12,23 @@ pub mod auth;
 pub mod authz;
 pub mod cache;
 pub mod error;
+pub mod metering;
 pub mod routes;
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use auth::{JwtVerifier, Principal};
-use routes::{Tenancy, deployments, tenants};
+use routes::{Tenancy, deployments, inference, tenants};
+
+/// Largest request body: room for binary tensor batches; the runtime
+/// applies its own, usually smaller, limit.
+pub const MAX_BODY_BYTES: usize = 32 << 20;
 
 /// How much of the API a process serves, by what is configured.
 #[derive(Debug)]
@@ -44,6 +50,11 @@ pub fn router(surface: Surface) -> Router {
             .merge(Router::new().route("/v1/whoami", get(whoami)).with_state(verifier)),
         Surface::Full(tenancy) => {
             let caches = tenancy.caches.clone();
+            let metering = tenancy.metering.clone();
+            let metrics = get(move || {
+                let text = metering.render();
+                async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
+            });
             let ready = get(move || {
                 let synced = caches.is_synced();
                 async move {
@@ -54,7 +65,7 @@ pub fn router(surface: Surface) -> Router {
                     }
                 }
             });
-            probes.route("/readyz", ready).merge(
+            probes.route("/readyz", ready).route("/metrics", metrics).merge(
                 Router::new()
                     .route("/v1/whoami", get(whoami))
                     .route("/v1/tenants", get(tenants::list))
@@ -63,6 +74,9 @@ pub fn router(surface: Surface) -> Router {
                         "/v1/tenants/{tenant}/deployments/{name}",
                         get(deployments::get).put(deployments::put).delete(deployments::delete),
                     )
+                    .route("/v1/tenants/{tenant}/deployments/{name}/infer", post(inference::infer))
+                    .route("/v1/tenants/{tenant}/deployments/{name}/embeddings", post(inference::embeddings))
+                    .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
                     .with_state(tenancy),
             )
         }

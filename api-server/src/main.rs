@@ -3,12 +3,14 @@
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use ember_api::Surface;
 use ember_api::auth::{JwtSettings, JwtVerifier};
 use ember_api::cache::Caches;
 use ember_api::routes::Tenancy;
+use ember_api::routes::inference::Upstream;
 use jsonwebtoken::Algorithm;
 
 /// Ember's REST API.
@@ -40,6 +42,12 @@ struct Args {
     /// Claim listing the user's groups.
     #[arg(long, env = "EMBER_API_JWT_GROUPS_CLAIM", default_value = "groups")]
     jwt_groups_claim: String,
+    /// Base URL of a deployment's runtime, from its name and namespace.
+    #[arg(long, env = "EMBER_API_INFERENCE_ENDPOINT", default_value = "http://{name}.{namespace}.svc:8080")]
+    inference_endpoint: String,
+    /// Longest a proxied inference call may take, in seconds.
+    #[arg(long, env = "EMBER_API_INFERENCE_TIMEOUT_SECONDS", default_value_t = 60)]
+    inference_timeout_seconds: u64,
 }
 
 impl Args {
@@ -70,7 +78,20 @@ async fn main() -> anyhow::Result<()> {
     let surface = match args.verifier()? {
         Some(verifier) => {
             let client = kube::Client::try_default().await?;
-            Surface::Full(Tenancy { verifier, caches: Caches::start(client.clone()), client })
+            let upstream = Upstream {
+                client: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(args.inference_timeout_seconds))
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()?,
+                endpoint_template: args.inference_endpoint.clone(),
+            };
+            Surface::Full(Tenancy {
+                verifier,
+                caches: Caches::start(client.clone()),
+                client,
+                upstream,
+                metering: Arc::default(),
+            })
         }
         None => Surface::ProbesOnly,
     };

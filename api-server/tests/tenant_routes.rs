@@ -8,131 +8,12 @@
 
 mod support;
 
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
-
-use ember_api::auth::{JwtSettings, JwtVerifier};
-use ember_api::cache::Caches;
-use ember_api::routes::Tenancy;
-use ember_api::{Surface, router};
 use ember_crds::model_deployment::ModelDeployment;
-use ember_crds::names;
-use ember_crds::tenant::Tenant;
-use ember_testenv::{install_crds, poll, shared_control_plane};
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use ember_testenv::poll;
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-use support::{AUDIENCE, ISSUER, Jwks, SigningKey, bearer, claims, spawn, with};
-
-const TIMEOUT: Duration = Duration::from_secs(60);
-const API_USER: &str = "system:serviceaccount:ember-system:ember-api";
-
-/// A running ember-api wired to the control plane, and a way to call it as
-/// any user.
-struct Harness {
-    base: String,
-    key: SigningKey,
-    admin: Client,
-    http: reqwest::Client,
-}
-
-impl Harness {
-    async fn start() -> Self {
-        let cp = shared_control_plane().unwrap();
-        let admin = cp.client().await.unwrap();
-        install_crds(&admin, &ember_crds::crd_yaml::all_crds()).await.unwrap();
-        ensure_namespace(&admin, "ember-system").await;
-        let rbac = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rbac");
-        let output = std::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(cp.kubeconfig())
-            .args(["apply", "--server-side", "--force-conflicts", "-k"])
-            .arg(&rbac)
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "applying config/rbac: {}", String::from_utf8_lossy(&output.stderr));
-
-        let kubeconfig = Kubeconfig::read_from(cp.kubeconfig()).unwrap();
-        let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
-        config.auth_info.impersonate = Some(API_USER.into());
-        config.auth_info.impersonate_groups = Some(vec![
-            "system:serviceaccounts".into(),
-            "system:serviceaccounts:ember-system".into(),
-            "system:authenticated".into(),
-        ]);
-        let as_api = Client::try_from(config).unwrap();
-
-        let key = SigningKey::generate("k1");
-        let jwks = Jwks::serve(&[&key]).await;
-        let verifier = Arc::new(JwtVerifier::new(JwtSettings::new(ISSUER, AUDIENCE, &jwks.url)).unwrap());
-        let tenancy = Tenancy { verifier, caches: Caches::start(as_api.clone()), client: as_api };
-        let base = format!("http://{}", spawn(router(Surface::Full(tenancy))).await);
-        let http = reqwest::Client::new();
-        poll::until_async("ember-api ready", TIMEOUT, async || {
-            let ready = http.get(format!("{base}/readyz")).send().await.map(|r| r.status() == 200).unwrap_or(false);
-            Ok(ready.then_some(()))
-        })
-        .await
-        .unwrap();
-        std::mem::forget(jwks); // its server task lives as long as the test
-        Self { base, key, admin, http }
-    }
-
-    fn token(&self, user: &str, groups: &[&str]) -> String {
-        bearer(&self.key.sign(&with(with(claims(), "sub", json!(user)), "groups", json!(groups))))
-    }
-
-    async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
-        let url = format!("{}{path}", self.base);
-        let mut request = self.http.request(method.parse().unwrap(), url);
-        if let Some(token) = token {
-            request = request.header("Authorization", token);
-        }
-        if let Some(body) = body {
-            request = request.header("Content-Type", "application/json").body(body.to_owned());
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        if status >= 400 {
-            assert_eq!(response.headers()["content-type"], "application/problem+json", "{method} {path}");
-        }
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Polls until `GET path` as `token` answers `status` (the watch cache
-    /// follows writes asynchronously).
-    async fn until_status(&self, path: &str, token: &str, status: u16) -> Value {
-        poll::until_async(&format!("GET {path} -> {status}"), TIMEOUT, async || {
-            let (got, body) = self.call("GET", path, Some(token), None).await;
-            Ok((got == status).then_some(body))
-        })
-        .await
-        .unwrap()
-    }
-
-    /// A Tenant (and the namespace the operator would create for it).
-    async fn tenant(&self, name: &str, spec: Value) {
-        let tenants: Api<Tenant> = Api::all(self.admin.clone());
-        let tenant: Tenant = serde_json::from_value(
-            json!({"apiVersion": "ember.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": name}, "spec": spec}),
-        )
-        .unwrap();
-        tenants.create(&PostParams::default(), &tenant).await.unwrap();
-        ensure_namespace(&self.admin, &names::namespace_for(name)).await;
-    }
-}
-
-async fn ensure_namespace(client: &Client, name: &str) {
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-    match Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(e) => panic!("{e}"),
-    }
-}
+use support::cluster::{Harness, TIMEOUT};
+use support::with;
 
 fn spec(max_batch_size: u32) -> String {
     json!({
@@ -148,7 +29,7 @@ fn spec(max_batch_size: u32) -> String {
 
 #[tokio::test]
 async fn owners_and_editors_manage_deployments_and_viewers_only_read() {
-    let h = Harness::start().await;
+    let h = Harness::start(support::cluster::SERVICE_ENDPOINTS).await;
     h.tenant(
         "acme-crud",
         json!({"owners": [{"kind": "User", "name": "alice"}],
@@ -201,7 +82,7 @@ async fn owners_and_editors_manage_deployments_and_viewers_only_read() {
 
 #[tokio::test]
 async fn another_tenants_deployments_are_invisible_and_untouchable() {
-    let h = Harness::start().await;
+    let h = Harness::start(support::cluster::SERVICE_ENDPOINTS).await;
     h.tenant("acme-iso", json!({"owners": [{"kind": "User", "name": "alice"}]})).await;
     h.tenant("globex-iso", json!({"owners": [{"kind": "User", "name": "mallory"}]})).await;
     let (alice, mallory) = (h.token("alice", &[]), h.token("mallory", &[]));
@@ -242,7 +123,7 @@ async fn another_tenants_deployments_are_invisible_and_untouchable() {
 
 #[tokio::test]
 async fn bad_bodies_are_refused_naming_the_field_and_create_nothing() {
-    let h = Harness::start().await;
+    let h = Harness::start(support::cluster::SERVICE_ENDPOINTS).await;
     h.tenant("acme-bad", json!({"owners": [{"kind": "User", "name": "alice"}]})).await;
     let alice = h.token("alice", &[]);
     let path = "/v1/tenants/acme-bad/deployments/bad";
@@ -278,7 +159,7 @@ async fn bad_bodies_are_refused_naming_the_field_and_create_nothing() {
 
 #[tokio::test]
 async fn fields_owned_by_gitops_are_not_taken_over() {
-    let h = Harness::start().await;
+    let h = Harness::start(support::cluster::SERVICE_ENDPOINTS).await;
     h.tenant("acme-gitops", json!({"owners": [{"kind": "User", "name": "alice"}]})).await;
     let mds: Api<ModelDeployment> = Api::namespaced(h.admin.clone(), "tenant-acme-gitops");
     let mut from_git: Value = serde_json::from_str(&spec(8)).unwrap();

@@ -1,6 +1,7 @@
 //! Routes that need both an authenticated caller and the cluster.
 
 pub mod deployments;
+pub mod inference;
 pub mod tenants;
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use crate::auth::{JwtVerifier, Principal};
 use crate::authz::{TenantRole, role_in};
 use crate::cache::Caches;
 use crate::error::{Error, Result};
+use crate::metering::Metering;
 use ember_crds::names;
 use ember_crds::tenant::Tenant;
 
@@ -21,6 +23,8 @@ pub struct Tenancy {
     pub verifier: Arc<JwtVerifier>,
     pub client: Client,
     pub caches: Caches,
+    pub upstream: inference::Upstream,
+    pub metering: Arc<Metering>,
 }
 
 impl std::fmt::Debug for Tenancy {

@@ -1,0 +1,153 @@
+//! ember-api wired to the real control plane with exactly its own
+//! ClusterRole, and callers with tokens from the local identity provider.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ember_api::auth::{JwtSettings, JwtVerifier};
+use ember_api::cache::Caches;
+use ember_api::routes::Tenancy;
+use ember_api::routes::inference::Upstream;
+use ember_api::{Surface, router};
+use ember_crds::names;
+use ember_crds::tenant::Tenant;
+use ember_testenv::{install_crds, poll, shared_control_plane};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde_json::{Value, json};
+
+use super::{AUDIENCE, ISSUER, Jwks, SigningKey, bearer, claims, spawn, with};
+
+/// The production endpoint template: Services in tenant namespaces.
+pub const SERVICE_ENDPOINTS: &str = "http://{name}.{namespace}.svc:8080";
+
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+pub const API_USER: &str = "system:serviceaccount:ember-system:ember-api";
+
+/// A running ember-api wired to the control plane, and a way to call it as
+/// any user.
+pub struct Harness {
+    pub base: String,
+    key: SigningKey,
+    pub admin: Client,
+    http: reqwest::Client,
+}
+
+impl Harness {
+    /// `endpoint_template`: where inference calls go (see `Upstream`).
+    pub async fn start(endpoint_template: &str) -> Self {
+        let cp = shared_control_plane().unwrap();
+        let admin = cp.client().await.unwrap();
+        install_crds(&admin, &ember_crds::crd_yaml::all_crds()).await.unwrap();
+        ensure_namespace(&admin, "ember-system").await;
+        let rbac = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rbac");
+        let output = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(cp.kubeconfig())
+            .args(["apply", "--server-side", "--force-conflicts", "-k"])
+            .arg(&rbac)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "applying config/rbac: {}", String::from_utf8_lossy(&output.stderr));
+
+        let kubeconfig = Kubeconfig::read_from(cp.kubeconfig()).unwrap();
+        let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+        config.auth_info.impersonate = Some(API_USER.into());
+        config.auth_info.impersonate_groups = Some(vec![
+            "system:serviceaccounts".into(),
+            "system:serviceaccounts:ember-system".into(),
+            "system:authenticated".into(),
+        ]);
+        let as_api = Client::try_from(config).unwrap();
+
+        let key = SigningKey::generate("k1");
+        let jwks = Jwks::serve(&[&key]).await;
+        let verifier = Arc::new(JwtVerifier::new(JwtSettings::new(ISSUER, AUDIENCE, &jwks.url)).unwrap());
+        let upstream = Upstream { client: reqwest::Client::new(), endpoint_template: endpoint_template.into() };
+        let tenancy = Tenancy {
+            verifier,
+            caches: Caches::start(as_api.clone()),
+            client: as_api,
+            upstream,
+            metering: Arc::default(),
+        };
+        let base = format!("http://{}", spawn(router(Surface::Full(tenancy))).await);
+        let http = reqwest::Client::new();
+        poll::until_async("ember-api ready", TIMEOUT, async || {
+            let ready = http.get(format!("{base}/readyz")).send().await.map(|r| r.status() == 200).unwrap_or(false);
+            Ok(ready.then_some(()))
+        })
+        .await
+        .unwrap();
+        std::mem::forget(jwks); // its server task lives as long as the test
+        Self { base, key, admin, http }
+    }
+
+    pub fn token(&self, user: &str, groups: &[&str]) -> String {
+        bearer(&self.key.sign(&with(with(claims(), "sub", json!(user)), "groups", json!(groups))))
+    }
+
+    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.request(method.parse().unwrap(), url);
+        if let Some(token) = token {
+            request = request.header("Authorization", token);
+        }
+        if let Some(body) = body {
+            request = request.header("Content-Type", "application/json").body(body.to_owned());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        // ember-api's own refusals are problem+json; a runtime's answers to
+        // inference calls pass through in the runtime's (v2) format.
+        let proxied = response.headers().get("x-request-id").is_some();
+        if status >= 400 && !proxied {
+            assert_eq!(response.headers()["content-type"], "application/problem+json", "{method} {path}");
+        }
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls until `GET path` as `token` answers `status` (the watch cache
+    /// follows writes asynchronously).
+    pub async fn until_status(&self, path: &str, token: &str, status: u16) -> Value {
+        poll::until_async(&format!("GET {path} -> {status}"), TIMEOUT, async || {
+            let (got, body) = self.call("GET", path, Some(token), None).await;
+            Ok((got == status).then_some(body))
+        })
+        .await
+        .unwrap()
+    }
+
+    /// A Tenant (and the namespace the operator would create for it).
+    pub async fn tenant(&self, name: &str, spec: Value) {
+        let tenants: Api<Tenant> = Api::all(self.admin.clone());
+        let tenant: Tenant = serde_json::from_value(
+            json!({"apiVersion": "ember.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": name}, "spec": spec}),
+        )
+        .unwrap();
+        tenants.create(&PostParams::default(), &tenant).await.unwrap();
+        ensure_namespace(&self.admin, &names::namespace_for(name)).await;
+    }
+}
+
+pub async fn ensure_namespace(client: &Client, name: &str) {
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    match Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Polls `POST path` with `body` until it answers `status`.
+pub async fn eventually_status(h: &Harness, path: &str, token: &str, body: &str, status: u16) -> Value {
+    poll::until_async(&format!("POST {path} -> {status}"), TIMEOUT, async || {
+        let (got, answer) = h.call("POST", path, Some(token), Some(body)).await;
+        Ok((got == status).then_some(answer))
+    })
+    .await
+    .unwrap()
+}
