@@ -7,7 +7,7 @@ use ember_crds::tenant::{MemberRole, SubjectKind, Tenant};
 use crate::auth::Principal;
 
 /// A caller's rights in one tenant, weakest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum TenantRole {
     /// Read ModelDeployments.
@@ -28,8 +28,12 @@ impl std::fmt::Display for TenantRole {
     }
 }
 
-/// The strongest role `who` holds in `tenant`, directly or through a group.
+/// The strongest role `who` holds in `tenant`, directly or through a group;
+/// for an API key, its own grant in its own tenant and nothing elsewhere.
 pub fn role_in(tenant: &Tenant, who: &Principal) -> Option<TenantRole> {
+    if let Some(grant) = &who.api_key {
+        return (tenant.metadata.name.as_deref() == Some(grant.tenant.as_str())).then_some(grant.role);
+    }
     let matches = |kind: SubjectKind, name: &str| match kind {
         SubjectKind::User => who.user == name,
         SubjectKind::Group => who.groups.iter().any(|g| g == name),
@@ -69,7 +73,7 @@ mod tests {
     }
 
     fn who(user: &str, groups: &[&str]) -> Principal {
-        Principal { user: user.into(), groups: groups.iter().map(|g| g.to_string()).collect() }
+        Principal { user: user.into(), groups: groups.iter().map(|g| g.to_string()).collect(), api_key: None }
     }
 
     #[test]
@@ -82,5 +86,21 @@ mod tests {
         assert_eq!(role_in(&t, &who("mallory", &["other"])), None);
         // A user name equal to a group name is not that group.
         assert_eq!(role_in(&t, &who("acme-ds", &[])), None);
+    }
+
+    #[test]
+    fn an_api_key_has_its_grant_in_its_tenant_only() {
+        let t = tenant();
+        let key = |tenant: &str| Principal {
+            user: "apikey:0123456789ab".into(),
+            groups: Vec::new(),
+            api_key: Some(crate::keys::KeyGrant {
+                id: "0123456789ab".into(),
+                tenant: tenant.into(),
+                role: TenantRole::Edit,
+            }),
+        };
+        assert_eq!(role_in(&t, &key("acme")), Some(TenantRole::Edit));
+        assert_eq!(role_in(&t, &key("globex")), None);
     }
 }

@@ -40,6 +40,9 @@ pub enum Error {
     /// Caches not synced yet.
     #[error("{0}")]
     NotReady(String),
+    /// A feature this server was not configured for.
+    #[error("{0}")]
+    NotImplemented(String),
 }
 
 impl Error {
@@ -54,6 +57,7 @@ impl Error {
             Error::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Upstream(_) | Error::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
 }

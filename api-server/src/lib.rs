@@ -8,11 +8,14 @@
 //! (see `docs/architecture.md`); every other path answers 501 with
 //! problem+json, saying plainly that nothing else works.
 
+pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod cache;
 pub mod error;
+pub mod keys;
 pub mod metering;
+pub mod platform_db;
 pub mod routes;
 
 use std::sync::Arc;
@@ -21,10 +24,10 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 
-use auth::{JwtVerifier, Principal};
-use routes::{Tenancy, deployments, inference, tenants};
+use auth::{Authenticator, Principal};
+use routes::{Tenancy, api_keys, deployments, inference, tenants};
 
 /// Largest request body: room for binary tensor batches; the runtime
 /// applies its own, usually smaller, limit.
@@ -36,7 +39,7 @@ pub enum Surface {
     /// No identity provider: probes only.
     ProbesOnly,
     /// Tokens can be checked (`/v1/whoami`) but no cluster is attached.
-    Authentication(Arc<JwtVerifier>),
+    Authentication(Arc<Authenticator>),
     /// Everything built so far.
     Full(Tenancy),
 }
@@ -74,6 +77,9 @@ pub fn router(surface: Surface) -> Router {
                         "/v1/tenants/{tenant}/deployments/{name}",
                         get(deployments::get).put(deployments::put).delete(deployments::delete),
                     )
+                    .route("/v1/tenants/{tenant}/api-keys", get(api_keys::list).post(api_keys::issue))
+                    .route("/v1/tenants/{tenant}/api-keys/{id}", delete(api_keys::revoke))
+                    .route("/v1/tenants/{tenant}/audit", get(api_keys::audit))
                     .route("/v1/tenants/{tenant}/deployments/{name}/infer", post(inference::infer))
                     .route("/v1/tenants/{tenant}/deployments/{name}/embeddings", post(inference::embeddings))
                     .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -7,8 +7,12 @@ use std::time::Duration;
 
 use clap::Parser;
 use ember_api::Surface;
-use ember_api::auth::{JwtSettings, JwtVerifier};
+use ember_api::audit::AuditLog;
+use ember_api::auth::{Authenticator, JwtSettings, JwtVerifier};
 use ember_api::cache::Caches;
+use ember_api::keys::KeyStore;
+use ember_api::platform_db;
+use ember_api::routes::Platform;
 use ember_api::routes::Tenancy;
 use ember_api::routes::inference::Upstream;
 use jsonwebtoken::Algorithm;
@@ -45,6 +49,11 @@ struct Args {
     /// Base URL of a deployment's runtime, from its name and namespace.
     #[arg(long, env = "EMBER_API_INFERENCE_ENDPOINT", default_value = "http://{name}.{namespace}.svc:8080")]
     inference_endpoint: String,
+    /// ember-api's own PostgreSQL database (API keys, audit log), e.g.
+    /// `postgres://ember_api:...@db:5432/ember_api`. Without it API keys and
+    /// the audit log are off.
+    #[arg(long, env = "EMBER_API_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// Longest a proxied inference call may take, in seconds.
     #[arg(long, env = "EMBER_API_INFERENCE_TIMEOUT_SECONDS", default_value_t = 60)]
     inference_timeout_seconds: u64,
@@ -85,8 +94,20 @@ async fn main() -> anyhow::Result<()> {
                     .build()?,
                 endpoint_template: args.inference_endpoint.clone(),
             };
+            let platform = match &args.database_url {
+                Some(url) => {
+                    let pool = platform_db::connect(url).await?;
+                    Some(Platform { keys: KeyStore::new(pool.clone()), audit: AuditLog::new(pool) })
+                }
+                None => None,
+            };
+            let auth = Arc::new(Authenticator {
+                jwt: verifier,
+                keys: platform.as_ref().map(|p| (p.keys.clone(), p.audit.clone())),
+            });
             Surface::Full(Tenancy {
-                verifier,
+                auth,
+                platform,
                 caches: Caches::start(client.clone()),
                 client,
                 upstream,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ember_api::auth::{JwtSettings, JwtVerifier};
+use ember_api::auth::{Authenticator, JwtSettings, JwtVerifier};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use support::{AUDIENCE, ISSUER, Jwks, SigningKey, bearer, claims, now, spawn, with, without};
@@ -21,7 +21,10 @@ async fn api(jwks: &Jwks, min_refresh_seconds: u64) -> String {
     let mut settings = JwtSettings::new(ISSUER, AUDIENCE, &jwks.url);
     settings.jwks_min_refresh_seconds = min_refresh_seconds;
     let verifier = Arc::new(JwtVerifier::new(settings).unwrap());
-    format!("http://{}/v1/whoami", spawn(ember_api::router(ember_api::Surface::Authentication(verifier))).await)
+    format!(
+        "http://{}/v1/whoami",
+        spawn(ember_api::router(ember_api::Surface::Authentication(Arc::new(Authenticator::jwt_only(verifier))))).await
+    )
 }
 
 async fn whoami(url: &str, authorization: Option<&str>) -> (u16, Value, reqwest::header::HeaderMap) {

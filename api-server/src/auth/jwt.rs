@@ -128,7 +128,7 @@ impl JwtVerifier {
                 .ok_or_else(|| self.bad_groups())?,
             Some(_) => return Err(self.bad_groups()),
         };
-        Ok(Principal { user, groups })
+        Ok(Principal { user, groups, api_key: None })
     }
 
     fn bad_groups(&self) -> Error {

@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::Tenancy;
+use crate::audit::Event;
 use crate::auth::Principal;
 use crate::authz::TenantRole;
 use crate::error::{Error, Result};
@@ -101,7 +102,11 @@ pub async fn put(
         }
         other => other,
     })?;
-    tracing::info!(tenant = %tenant, deployment = %name, user = %who.user, created = !existed, "deployment applied");
+    let target = format!("modeldeployment:{name}");
+    let action = if existed { "deployment.update" } else { "deployment.create" };
+    state
+        .audit(Event { tenant: Some(access.name()), actor: &who.user, action, target: Some(&target), outcome: "ok" })
+        .await;
     let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(DeploymentView::of(access.name(), &applied))))
 }
@@ -117,7 +122,16 @@ pub async fn delete(
         Error::NotFound(_) => Error::NotFound(format!("deployment '{name}' not found in tenant '{tenant}'")),
         other => other,
     })?;
-    tracing::info!(tenant = %tenant, deployment = %name, user = %who.user, "deployment deleted");
+    let target = format!("modeldeployment:{name}");
+    state
+        .audit(Event {
+            tenant: Some(access.name()),
+            actor: &who.user,
+            action: "deployment.delete",
+            target: Some(&target),
+            outcome: "ok",
+        })
+        .await;
     Ok(StatusCode::ACCEPTED)
 }
 

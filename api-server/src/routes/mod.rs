@@ -1,5 +1,6 @@
 //! Routes that need both an authenticated caller and the cluster.
 
+pub mod api_keys;
 pub mod deployments;
 pub mod inference;
 pub mod tenants;
@@ -9,10 +10,12 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use kube::Client;
 
-use crate::auth::{JwtVerifier, Principal};
+use crate::audit::{AuditLog, Event};
+use crate::auth::{Authenticator, Principal};
 use crate::authz::{TenantRole, role_in};
 use crate::cache::Caches;
 use crate::error::{Error, Result};
+use crate::keys::KeyStore;
 use crate::metering::Metering;
 use ember_crds::names;
 use ember_crds::tenant::Tenant;
@@ -20,7 +23,9 @@ use ember_crds::tenant::Tenant;
 /// What tenant routes work with.
 #[derive(Clone)]
 pub struct Tenancy {
-    pub verifier: Arc<JwtVerifier>,
+    pub auth: Arc<Authenticator>,
+    /// API keys and audit log; absent without a platform database.
+    pub platform: Option<Platform>,
     pub client: Client,
     pub caches: Caches,
     pub upstream: inference::Upstream,
@@ -34,9 +39,25 @@ impl std::fmt::Debug for Tenancy {
     }
 }
 
-impl FromRef<Tenancy> for Arc<JwtVerifier> {
+impl FromRef<Tenancy> for Arc<Authenticator> {
     fn from_ref(state: &Tenancy) -> Self {
-        state.verifier.clone()
+        state.auth.clone()
+    }
+}
+
+/// What lives in ember-api's own database.
+#[derive(Debug, Clone)]
+pub struct Platform {
+    pub keys: KeyStore,
+    pub audit: AuditLog,
+}
+
+impl Tenancy {
+    /// Records a change to a tenant's objects (when there is an audit log).
+    pub async fn audit(&self, event: Event<'_>) {
+        if let Some(platform) = &self.platform {
+            platform.audit.record(event).await;
+        }
     }
 }
 

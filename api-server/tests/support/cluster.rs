@@ -5,8 +5,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ember_api::auth::{JwtSettings, JwtVerifier};
+use ember_api::audit::AuditLog;
+use ember_api::auth::{Authenticator, JwtSettings, JwtVerifier};
 use ember_api::cache::Caches;
+use ember_api::keys::KeyStore;
+use ember_api::platform_db;
+use ember_api::routes::Platform;
 use ember_api::routes::Tenancy;
 use ember_api::routes::inference::Upstream;
 use ember_api::{Surface, router};
@@ -39,6 +43,17 @@ pub struct Harness {
 impl Harness {
     /// `endpoint_template`: where inference calls go (see `Upstream`).
     pub async fn start(endpoint_template: &str) -> Self {
+        Self::start_with(endpoint_template, None).await
+    }
+
+    /// Also with API keys and the audit log in the platform database at `database_url`.
+    pub async fn start_with_platform(endpoint_template: &str, database_url: &str) -> Self {
+        let pool = platform_db::connect(database_url).await.unwrap();
+        let platform = Platform { keys: KeyStore::new(pool.clone()), audit: AuditLog::new(pool) };
+        Self::start_with(endpoint_template, Some(platform)).await
+    }
+
+    async fn start_with(endpoint_template: &str, platform: Option<Platform>) -> Self {
         let cp = shared_control_plane().unwrap();
         let admin = cp.client().await.unwrap();
         install_crds(&admin, &ember_crds::crd_yaml::all_crds()).await.unwrap();
@@ -66,9 +81,14 @@ impl Harness {
         let key = SigningKey::generate("k1");
         let jwks = Jwks::serve(&[&key]).await;
         let verifier = Arc::new(JwtVerifier::new(JwtSettings::new(ISSUER, AUDIENCE, &jwks.url)).unwrap());
+        let auth = Arc::new(Authenticator {
+            jwt: verifier,
+            keys: platform.as_ref().map(|p| (p.keys.clone(), p.audit.clone())),
+        });
         let upstream = Upstream { client: reqwest::Client::new(), endpoint_template: endpoint_template.into() };
         let tenancy = Tenancy {
-            verifier,
+            auth,
+            platform,
             caches: Caches::start(as_api.clone()),
             client: as_api,
             upstream,

@@ -1,0 +1,212 @@
+//! API keys: long-lived credentials for machines, scoped to one tenant and
+//! one role (`view` or `edit`; never admin, so a key cannot mint keys).
+//!
+//! A key reads `ek_<id>_<secret>`: `id` is 48 random bits, public, stored and
+//! safe to log; `secret` is 256 random bits, shown once at creation and
+//! stored only as its SHA-256 (a fast hash is enough for a secret of that
+//! entropy; there is nothing to brute-force). Verification compares digests
+//! in constant time. Every request reads the row, so a revocation is
+//! effective for the very next request.
+
+use rand::RngCore;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+use crate::authz::TenantRole;
+use crate::error::{Error, Result};
+use crate::platform_db::unavailable;
+
+const PREFIX: &str = "ek_";
+const ID_BYTES: usize = 6;
+const SECRET_BYTES: usize = 32;
+
+/// What a valid key grants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyGrant {
+    pub id: String,
+    pub tenant: String,
+    pub role: TenantRole,
+}
+
+/// A freshly issued key; `key` is never retrievable again.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuedKey {
+    pub id: String,
+    pub name: String,
+    pub role: TenantRole,
+    pub key: String,
+}
+
+/// A key as listed: no secret, no digest.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyInfo {
+    pub id: String,
+    pub name: String,
+    pub role: TenantRole,
+    pub created_by: String,
+    pub created_at: String,
+    pub revoked: bool,
+}
+
+/// Why a presented key proves nothing; the id (when parseable) goes to the
+/// audit log, the secret never does.
+#[derive(Debug)]
+pub struct Refusal {
+    pub id: Option<String>,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeyStore {
+    pool: PgPool,
+}
+
+/// True when `token` looks like an API key rather than a JWT.
+pub fn is_api_key(token: &str) -> bool {
+    token.starts_with(PREFIX)
+}
+
+fn role_name(role: TenantRole) -> &'static str {
+    match role {
+        TenantRole::View => "view",
+        _ => "edit",
+    }
+}
+
+fn role_from(name: &str) -> TenantRole {
+    if name == "view" { TenantRole::View } else { TenantRole::Edit }
+}
+
+/// Constant-time equality of two digests.
+fn same_digest(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Splits `ek_<12 hex>_<secret>`.
+fn parse(token: &str) -> Option<(&str, &str)> {
+    let rest = token.strip_prefix(PREFIX)?;
+    let (id, secret) = rest.split_once('_')?;
+    let id_ok = id.len() == ID_BYTES * 2 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    (id_ok && !secret.is_empty() && secret.len() <= 64).then_some((id, secret))
+}
+
+impl KeyStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Issues a key for `tenant` with `role` (view or edit).
+    pub async fn issue(&self, tenant: &str, name: &str, role: TenantRole, created_by: &str) -> Result<IssuedKey> {
+        if role == TenantRole::Admin {
+            return Err(Error::Invalid("role must be 'view' or 'edit'; keys cannot administer a tenant".into()));
+        }
+        if name.is_empty() || name.len() > 100 {
+            return Err(Error::Invalid("name must have 1 to 100 characters".into()));
+        }
+        let mut id_bytes = [0u8; ID_BYTES];
+        let mut secret_bytes = [0u8; SECRET_BYTES];
+        rand::rng().fill_bytes(&mut id_bytes);
+        rand::rng().fill_bytes(&mut secret_bytes);
+        let id = hex::encode(id_bytes);
+        let secret = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, secret_bytes);
+        let digest = Sha256::digest(secret.as_bytes()).to_vec();
+        sqlx::query(
+            "INSERT INTO api_keys (id, tenant, name, role, secret_sha256, created_by) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&id)
+        .bind(tenant)
+        .bind(name)
+        .bind(role_name(role))
+        .bind(&digest)
+        .bind(created_by)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(IssuedKey { key: format!("{PREFIX}{id}_{secret}"), id, name: name.to_owned(), role })
+    }
+
+    pub async fn list(&self, tenant: &str) -> Result<Vec<KeyInfo>> {
+        let rows: Vec<(String, String, String, String, String, bool)> = sqlx::query_as(
+            "SELECT id, name, role, created_by, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+             revoked_at IS NOT NULL FROM api_keys WHERE tenant = $1 ORDER BY created_at, id",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, name, role, created_by, created_at, revoked)| KeyInfo {
+                id,
+                name,
+                role: role_from(&role),
+                created_by,
+                created_at,
+                revoked,
+            })
+            .collect())
+    }
+
+    /// Revokes `id` of `tenant`; false when there is no such live key.
+    pub async fn revoke(&self, tenant: &str, id: &str) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE tenant = $1 AND id = $2 AND revoked_at IS NULL")
+                .bind(tenant)
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// What `token` grants, or why it grants nothing. Database trouble is
+    /// an `Err` (503), not a refusal.
+    pub async fn authenticate(&self, token: &str) -> Result<std::result::Result<KeyGrant, Refusal>> {
+        let Some((id, secret)) = parse(token) else {
+            return Ok(Err(Refusal { id: None, reason: "malformed API key" }));
+        };
+        let row: Option<(String, String, Vec<u8>, bool)> =
+            sqlx::query_as("SELECT tenant, role, secret_sha256, revoked_at IS NOT NULL FROM api_keys WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        let refuse = |reason| Ok(Err(Refusal { id: Some(id.to_owned()), reason }));
+        let Some((tenant, role, digest, revoked)) = row else {
+            return refuse("unknown API key");
+        };
+        // Compare before looking at revocation so both paths cost the same.
+        let matches = same_digest(&Sha256::digest(secret.as_bytes()), &digest);
+        if !matches {
+            return refuse("API key secret does not match");
+        }
+        if revoked {
+            return refuse("API key has been revoked");
+        }
+        Ok(Ok(KeyGrant { id: id.to_owned(), tenant, role: role_from(&role) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_well_formed_keys_parse() {
+        assert_eq!(parse("ek_0123456789ab_secret"), Some(("0123456789ab", "secret")));
+        for bad in ["ek_0123456789AB_s", "ek_0123_s", "ek_0123456789ab_", "xx_0123456789ab_s", "ek_0123456789ab"] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn digests_compare_by_content_and_length() {
+        assert!(same_digest(&[1, 2, 3], &[1, 2, 3]));
+        assert!(!same_digest(&[1, 2, 3], &[1, 2, 4]));
+        assert!(!same_digest(&[1, 2, 3], &[1, 2]));
+    }
+}

@@ -1,0 +1,96 @@
+//! `/v1/tenants/{t}/api-keys[/{id}]`: tenant admins issue, list and revoke
+//! the tenant's API keys. The secret is in the creation response only.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Json;
+use serde::Deserialize;
+
+use super::{Platform, Tenancy};
+use crate::audit::Event;
+use crate::auth::Principal;
+use crate::authz::TenantRole;
+use crate::error::{Error, Result};
+use crate::keys::{IssuedKey, KeyInfo};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    name: String,
+    role: TenantRole,
+}
+
+fn platform(state: &Tenancy) -> Result<&Platform> {
+    state.platform.as_ref().ok_or_else(|| {
+        Error::NotImplemented("API keys need the platform database (--database-url); none is configured".into())
+    })
+}
+
+pub async fn issue(
+    State(state): State<Tenancy>,
+    who: Principal,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<IssuedKey>)> {
+    let access = state.access(&tenant, &who, TenantRole::Admin)?;
+    let platform = platform(&state)?;
+    let request: NewKey = serde_json::from_slice(&body)
+        .map_err(|e| Error::Invalid(format!("body must be {{\"name\": ..., \"role\": \"view\"|\"edit\"}}: {e}")))?;
+    let issued = platform.keys.issue(access.name(), &request.name, request.role, &who.user).await?;
+    let target = format!("apikey:{}", issued.id);
+    platform
+        .audit
+        .record(Event {
+            tenant: Some(access.name()),
+            actor: &who.user,
+            action: "api-key.issue",
+            target: Some(&target),
+            outcome: "ok",
+        })
+        .await;
+    Ok((StatusCode::CREATED, Json(issued)))
+}
+
+pub async fn list(
+    State(state): State<Tenancy>,
+    who: Principal,
+    Path(tenant): Path<String>,
+) -> Result<Json<Vec<KeyInfo>>> {
+    let access = state.access(&tenant, &who, TenantRole::Admin)?;
+    Ok(Json(platform(&state)?.keys.list(access.name()).await?))
+}
+
+pub async fn revoke(
+    State(state): State<Tenancy>,
+    who: Principal,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    let access = state.access(&tenant, &who, TenantRole::Admin)?;
+    let platform = platform(&state)?;
+    if !platform.keys.revoke(access.name(), &id).await? {
+        return Err(Error::NotFound(format!("no live API key '{id}' in tenant '{tenant}'")));
+    }
+    let target = format!("apikey:{id}");
+    platform
+        .audit
+        .record(Event {
+            tenant: Some(access.name()),
+            actor: &who.user,
+            action: "api-key.revoke",
+            target: Some(&target),
+            outcome: "ok",
+        })
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/tenants/{t}/audit`: the tenant's newest 100 audit entries.
+pub async fn audit(
+    State(state): State<Tenancy>,
+    who: Principal,
+    Path(tenant): Path<String>,
+) -> Result<Json<Vec<crate::audit::Entry>>> {
+    let access = state.access(&tenant, &who, TenantRole::Admin)?;
+    Ok(Json(platform(&state)?.audit.recent(access.name(), 100).await?))
+}

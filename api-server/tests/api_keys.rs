@@ -1,0 +1,143 @@
+//! API keys and the audit log against a real control plane and a real
+//! PostgreSQL: keys are shown once, stored only as digests, scoped to one
+//! tenant and role, revoked for the very next request, and refusals are
+//! audited by key id without the secret.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use ember_testenv::Postgres;
+use serde_json::{Value, json};
+use support::bearer;
+use support::cluster::{Harness, SERVICE_ENDPOINTS};
+
+fn spec() -> String {
+    json!({"model": {"architecture": "mlp", "task": "regression",
+                     "source": {"uri": "https://models.example/m.safetensors", "sha256": "c".repeat(64)}}})
+    .to_string()
+}
+
+async fn platform_rows(url: &str, sql: &str) -> Vec<String> {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let rows: Vec<(String,)> = sqlx::query_as(sql).fetch_all(&pool).await.unwrap();
+    rows.into_iter().map(|(r,)| r).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_scoped_shown_once_audited_and_revoked_at_once() {
+    let mut postgres = tokio::task::spawn_blocking(Postgres::start).await.unwrap().unwrap();
+    let db = postgres.url();
+    let h = Harness::start_with_platform(SERVICE_ENDPOINTS, &db).await;
+    h.tenant(
+        "acme-keys",
+        json!({"owners": [{"kind": "User", "name": "alice"}], "members": [{"kind": "User", "name": "bob"}]}),
+    )
+    .await;
+    h.tenant("globex-keys", json!({"owners": [{"kind": "User", "name": "mallory"}]})).await;
+    let (alice, bob) = (h.token("alice", &[]), h.token("bob", &[]));
+    let keys_path = "/v1/tenants/acme-keys/api-keys";
+
+    // Issue: the secret is in this response and nowhere else.
+    let (status, issued) = h.call("POST", keys_path, Some(&alice), Some(r#"{"name": "ci", "role": "edit"}"#)).await;
+    assert_eq!(status, 201, "{issued}");
+    let key = issued["key"].as_str().unwrap().to_owned();
+    let id = issued["id"].as_str().unwrap().to_owned();
+    assert!(key.starts_with(&format!("ek_{id}_")) && key.len() > 50, "{key}");
+    let secret = key.rsplit('_').next().unwrap().to_owned();
+    let (status, listed) = h.call("GET", keys_path, Some(&alice), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert!(listed[0].get("key").is_none() && !listed.to_string().contains(&secret), "{listed}");
+    let stored = platform_rows(&db, "SELECT row_to_json(k)::text FROM api_keys k").await.join("\n");
+    assert!(!stored.contains(&secret), "the secret is stored in clear");
+
+    // The key acts in its tenant with its role, and nowhere else.
+    let as_key = bearer(&key);
+    let (status, me) = h.call("GET", "/v1/whoami", Some(&as_key), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(me["apiKey"], json!({"id": id, "tenant": "acme-keys", "role": "edit"}));
+    let (status, body) = h.call("PUT", "/v1/tenants/acme-keys/deployments/from-ci", Some(&as_key), Some(&spec())).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = h.call("GET", "/v1/tenants/globex-keys/deployments", Some(&as_key), None).await;
+    assert_eq!(status, 404, "a key must not see another tenant");
+    let (status, body) = h.call("POST", keys_path, Some(&as_key), Some(r#"{"name": "more", "role": "edit"}"#)).await;
+    assert_eq!(status, 403, "a key must not mint keys: {body}");
+
+    // A view key reads but does not write.
+    let (_, viewer) = h.call("POST", keys_path, Some(&alice), Some(r#"{"name": "dashboards", "role": "view"}"#)).await;
+    let as_viewer = bearer(viewer["key"].as_str().unwrap());
+    let (status, _) = h.call("GET", "/v1/tenants/acme-keys/deployments", Some(&as_viewer), None).await;
+    assert_eq!(status, 200);
+    let (status, _) = h.call("DELETE", "/v1/tenants/acme-keys/deployments/from-ci", Some(&as_viewer), None).await;
+    assert_eq!(status, 403);
+
+    // Members and strangers cannot manage keys; admin keys do not exist.
+    let (status, _) = h.call("POST", keys_path, Some(&bob), Some(r#"{"name": "x", "role": "view"}"#)).await;
+    assert_eq!(status, 403);
+    let (status, _) = h.call("GET", keys_path, Some(&h.token("mallory", &[])), None).await;
+    assert_eq!(status, 404);
+    let (status, body) = h.call("POST", keys_path, Some(&alice), Some(r#"{"name": "root", "role": "admin"}"#)).await;
+    assert_eq!(status, 422, "{body}");
+    let (status, _) = h
+        .call("POST", keys_path, Some(&alice), Some(r#"{"name": "x", "role": "view", "tenant": "globex-keys"}"#))
+        .await;
+    assert_eq!(status, 422);
+
+    // Forged keys are refused, and audited by id without the secret.
+    let forged = bearer(&format!("ek_{id}_{}", "A".repeat(43)));
+    let (status, body) = h.call("GET", "/v1/whoami", Some(&forged), None).await;
+    assert_eq!(status, 401);
+    assert!(body["detail"].as_str().unwrap().contains("does not match"), "{body}");
+    for bad in ["ek_ffffffffffff_nope", "ek_garbage"] {
+        let (status, _) = h.call("GET", "/v1/whoami", Some(&bearer(bad)), None).await;
+        assert_eq!(status, 401, "{bad}");
+    }
+    let denials =
+        platform_rows(&db, "SELECT actor || ' ' || outcome FROM audit_log WHERE action = 'authenticate'").await;
+    assert!(denials.contains(&format!("apikey:{id} API key secret does not match")), "{denials:?}");
+    let everything = platform_rows(&db, "SELECT row_to_json(a)::text FROM audit_log a").await.join("\n");
+    assert!(!everything.contains(&secret) && !everything.contains(&"A".repeat(43)), "a secret reached the audit log");
+
+    // Revocation holds for the very next request.
+    let (status, _) = h.call("DELETE", &format!("{keys_path}/{id}"), Some(&alice), None).await;
+    assert_eq!(status, 204);
+    let (status, body) = h.call("GET", "/v1/tenants/acme-keys/deployments", Some(&as_key), None).await;
+    assert_eq!(status, 401);
+    assert!(body["detail"].as_str().unwrap().contains("revoked"), "{body}");
+
+    // The tenant's audit trail, newest first.
+    let (status, trail) = h.call("GET", "/v1/tenants/acme-keys/audit", Some(&alice), None).await;
+    assert_eq!(status, 200);
+    let actions: Vec<(String, String)> = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap().to_owned(), e["action"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(actions[0], ("alice".to_owned(), "api-key.revoke".to_owned()));
+    assert!(actions.contains(&(format!("apikey:{id}"), "deployment.create".to_owned())), "{actions:?}");
+    assert!(actions.contains(&("alice".to_owned(), "api-key.issue".to_owned())), "{actions:?}");
+    let (status, _) = h.call("GET", "/v1/tenants/acme-keys/audit", Some(&bob), None).await;
+    assert_eq!(status, 403, "only admins read the audit log");
+
+    // A database outage is a 503 for key users (JWT users are unaffected)
+    // and heals by itself.
+    let as_viewer_again = as_viewer.clone();
+    tokio::task::block_in_place(|| postgres.stop());
+    let (status, body) = h.call("GET", "/v1/tenants/acme-keys/deployments", Some(&as_viewer_again), None).await;
+    assert_eq!(status, 503, "{body}");
+    let (status, _) = h.call("GET", "/v1/tenants/acme-keys/deployments", Some(&alice), None).await;
+    assert_eq!(status, 200);
+    tokio::task::block_in_place(|| postgres.start_again()).unwrap();
+    let answer: Value = ember_testenv::poll::until_async(
+        "key auth after the database is back",
+        support::cluster::TIMEOUT,
+        async || {
+            let (status, body) = h.call("GET", "/v1/tenants/acme-keys/deployments", Some(&as_viewer_again), None).await;
+            Ok((status == 200).then_some(body))
+        },
+    )
+    .await
+    .unwrap();
+    assert!(answer.is_array());
+}
