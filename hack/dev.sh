@@ -2,8 +2,10 @@
 # Runs Ember locally, end to end: a real control plane (etcd, kube-apiserver,
 # controller-manager, scheduler, kwok) and PostgreSQL, the CRDs and RBAC,
 # ember-operator (with exactly its ClusterRole, by impersonating its
-# ServiceAccount) and ember-api, then applies examples/ and waits for the
-# Tenant to become Ready. Ctrl-C stops everything.
+# ServiceAccount) and ember-api (with a local stand-in identity provider and
+# its own database), then applies examples/, waits for the Tenant and the
+# ModelDeployment to become Ready and calls the REST API. Ctrl-C stops
+# everything.
 #
 #   bash hack/dev.sh           # run until interrupted
 #   bash hack/dev.sh --check   # set up, verify, tear down (used by CI)
@@ -67,7 +69,21 @@ sed 's|^    client-key: .*|&\n    as: system:serviceaccount:ember-system:ember-o
 KUBECONFIG="$dev/operator.kubeconfig" "$bin/ember-operator" --config "$dev/operator.yaml" \
   --health-addr 127.0.0.1:18080 --log-format text >"$dev/operator.log" 2>&1 &
 pids+=($!)
-"$bin/ember-api" --addr 127.0.0.1:18081 >"$dev/api.log" 2>&1 &
+# A stand-in identity provider (JWKS + tokens in .dev/tokens/) and ember-api's
+# own database, so the REST API works locally as it does in a cluster.
+"$bin/ember-dev-idp" --addr 127.0.0.1:18090 --dir "$dev" \
+  --user alice@acme.example --user bob@acme.example:acme-data-science >"$dev/idp.log" 2>&1 &
+pids+=($!)
+psql "$DATABASE_URL" -q -c 'DROP DATABASE IF EXISTS ember_api' -c 'CREATE DATABASE ember_api' >/dev/null
+# ember-api, too, runs with exactly its ClusterRole.
+sed 's|^    client-key: .*|&\n    as: system:serviceaccount:ember-system:ember-api|' "$KUBECONFIG" >"$dev/api.kubeconfig"
+for _ in $(seq 1 100); do
+  curl -fsS http://127.0.0.1:18090/jwks.json >/dev/null 2>&1 && break
+  sleep 0.1
+done
+KUBECONFIG="$dev/api.kubeconfig" "$bin/ember-api" --addr 127.0.0.1:18081 \
+  --jwt-issuer http://127.0.0.1:18090 --jwt-audience ember --jwks-uri http://127.0.0.1:18090/jwks.json \
+  --database-url "${DATABASE_URL%/*}/ember_api" >"$dev/api.log" 2>&1 &
 pids+=($!)
 
 kubectl apply --server-side -f examples/tenant-acme.yaml
@@ -81,10 +97,25 @@ if ! kubectl -n tenant-acme wait --for=condition=Ready modeldeployment/minilm --
   kubectl -n tenant-acme get modeldeployment minilm -o yaml; tail -n 50 "$dev/operator.log"; exit 1
 fi
 curl -fsS http://127.0.0.1:18080/readyz >/dev/null
-curl -fsS http://127.0.0.1:18081/healthz >/dev/null
+for _ in $(seq 1 300); do
+  curl -fsS http://127.0.0.1:18081/readyz >/dev/null 2>&1 && break
+  sleep 0.1
+done
 kubectl get tenants,modeldeployments -A
 kubectl -n tenant-acme get resourcequota,networkpolicy,rolebinding,secret
 kubectl -n tenant-acme get deployment,service,horizontalpodautoscaler,poddisruptionbudget,pod
+
+# The REST API, as alice (owner of acme): her tenants and their models.
+alice=(-H "Authorization: Bearer $(cat "$dev/tokens/alice@acme.example.jwt")")
+api=http://127.0.0.1:18081
+echo "GET /v1/tenants as alice@acme.example:"
+curl -fsS "${alice[@]}" "$api/v1/tenants"; echo
+curl -fsS "${alice[@]}" "$api/v1/tenants/acme/deployments" | grep -q '"name":"minilm"' \
+  || { echo "ember-api does not list acme's minilm" >&2; tail -n 30 "$dev/api.log"; exit 1; }
+key=$(curl -fsS "${alice[@]}" -X POST -H 'Content-Type: application/json' \
+  -d '{"name": "dev", "role": "view"}' "$api/v1/tenants/acme/api-keys" | sed -n 's/.*"key":"\([^"]*\)".*/\1/p')
+curl -fsS -H "Authorization: Bearer $key" "$api/v1/tenants/acme/deployments" | grep -q '"name":"minilm"' \
+  || { echo "an API key of acme cannot read acme's deployments" >&2; exit 1; }
 
 if [[ "${1:-}" == "--check" ]]; then
   echo "dev environment works"
@@ -94,7 +125,8 @@ cat <<MSG
 
 Ember is running. In another shell:  source .dev/env && kubectl get tenants
   operator: http://127.0.0.1:18080/metrics   (log: .dev/operator.log)
-  api:      http://127.0.0.1:18081/healthz   (log: .dev/api.log)
+  api:      http://127.0.0.1:18081/v1/tenants (log: .dev/api.log), e.g.
+            curl -H "Authorization: Bearer \$(cat .dev/tokens/alice@acme.example.jwt)" http://127.0.0.1:18081/v1/tenants/acme/deployments
 Ctrl-C stops everything.
 MSG
 wait "${pids[0]}"
