@@ -74,7 +74,8 @@ pids+=($!)
 "$bin/ember-dev-idp" --addr 127.0.0.1:18090 --dir "$dev" \
   --user alice@acme.example --user bob@acme.example:acme-data-science >"$dev/idp.log" 2>&1 &
 pids+=($!)
-psql "$DATABASE_URL" -q -c 'DROP DATABASE IF EXISTS ember_api' -c 'CREATE DATABASE ember_api' >/dev/null
+PGOPTIONS='-c client_min_messages=warning' psql "$DATABASE_URL" -q \
+  -c 'DROP DATABASE IF EXISTS ember_api' -c 'CREATE DATABASE ember_api' >/dev/null
 # ember-api, too, runs with exactly its ClusterRole.
 sed 's|^    client-key: .*|&\n    as: system:serviceaccount:ember-system:ember-api|' "$KUBECONFIG" >"$dev/api.kubeconfig"
 for _ in $(seq 1 100); do

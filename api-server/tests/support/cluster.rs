@@ -58,15 +58,7 @@ impl Harness {
         let admin = cp.client().await.unwrap();
         install_crds(&admin, &ember_crds::crd_yaml::all_crds()).await.unwrap();
         ensure_namespace(&admin, "ember-system").await;
-        let rbac = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rbac");
-        let output = std::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(cp.kubeconfig())
-            .args(["apply", "--server-side", "--force-conflicts", "-k"])
-            .arg(&rbac)
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "applying config/rbac: {}", String::from_utf8_lossy(&output.stderr));
+        cp.apply_kustomization(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rbac")).unwrap();
 
         let kubeconfig = Kubeconfig::read_from(cp.kubeconfig()).unwrap();
         let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();

@@ -194,6 +194,26 @@ impl ControlPlane {
         client_for(&self.kubeconfig).await
     }
 
+    /// `kubectl apply --server-side -k dir` as admin: how the tests install
+    /// the shipped kustomizations (e.g. `config/rbac`) exactly as users do.
+    pub fn apply_kustomization(&self, dir: &Path) -> Result<(), Error> {
+        let output = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["apply", "--server-side", "--force-conflicts", "-k"])
+            .arg(dir)
+            .output()
+            .map_err(|source| Error::Spawn { name: "kubectl".into(), source })?;
+        if !output.status.success() {
+            return Err(Error::Kube(format!(
+                "kubectl apply -k {}: {}",
+                dir.display(),
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+        Ok(())
+    }
+
     /// Log of one component (`etcd`, `kube-apiserver`, ...), for diagnostics.
     pub fn log_of(&self, component: &str) -> String {
         match &self._dir {

@@ -37,15 +37,7 @@ pub async fn admin_client() -> Client {
         Err(kube::Error::Api(status)) if status.code == 409 => {}
         Err(e) => panic!("{e}"),
     }
-    let rbac = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rbac");
-    let output = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(cp.kubeconfig())
-        .args(["apply", "--server-side", "--force-conflicts", "-k"])
-        .arg(&rbac)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "applying config/rbac: {}", String::from_utf8_lossy(&output.stderr));
+    cp.apply_kustomization(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rbac")).unwrap();
     client
 }
 
