@@ -49,6 +49,7 @@ kubectl apply --server-side -k config/crd >/dev/null
 kubectl wait --for condition=Established crd/tenants.ember.dev crd/modeldeployments.ember.dev --timeout=60s >/dev/null
 kubectl create namespace ember-system --dry-run=client -o yaml | kubectl apply --server-side -f - >/dev/null
 kubectl apply --server-side -k config/rbac >/dev/null
+kubectl apply --server-side -k config/policy >/dev/null
 kubectl -n ember-system create secret generic pg-local-admin \
   --from-literal=username=postgres --from-literal="password=$EMBER_PG_PASSWORD" \
   --dry-run=client -o yaml | kubectl apply --server-side -f - >/dev/null
