@@ -40,6 +40,9 @@ pub enum Error {
     /// Caches not synced yet.
     #[error("{0}")]
     NotReady(String),
+    /// Over a rate limit; retry after this many seconds.
+    #[error("rate limit exceeded for {what}; retry after {retry_after_seconds} s")]
+    RateLimited { what: String, retry_after_seconds: u64 },
     /// A feature this server was not configured for.
     #[error("{0}")]
     NotImplemented(String),
@@ -58,6 +61,7 @@ impl Error {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Upstream(_) | Error::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -105,6 +109,9 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
         let mut response = problem(status, &self.to_string());
+        if let Error::RateLimited { retry_after_seconds, .. } = &self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_seconds));
+        }
         if status == StatusCode::UNAUTHORIZED {
             // RFC 6750: tell the client which scheme and that the token failed.
             response

@@ -16,6 +16,7 @@ pub mod error;
 pub mod keys;
 pub mod metering;
 pub mod platform_db;
+pub mod ratelimit;
 pub mod routes;
 
 use std::sync::Arc;

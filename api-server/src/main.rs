@@ -12,6 +12,7 @@ use ember_api::auth::{Authenticator, JwtSettings, JwtVerifier};
 use ember_api::cache::Caches;
 use ember_api::keys::KeyStore;
 use ember_api::platform_db;
+use ember_api::ratelimit::{RateLimiter, RateLimits};
 use ember_api::routes::Platform;
 use ember_api::routes::Tenancy;
 use ember_api::routes::inference::Upstream;
@@ -54,6 +55,12 @@ struct Args {
     /// the audit log are off.
     #[arg(long, env = "EMBER_API_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// Requests per second one caller (user or API key) may make, on average.
+    #[arg(long, env = "EMBER_API_RATE_PER_CALLER", default_value_t = 50.0)]
+    rate_per_caller: f64,
+    /// Requests per second all callers of one tenant may make together.
+    #[arg(long, env = "EMBER_API_RATE_PER_TENANT", default_value_t = 200.0)]
+    rate_per_tenant: f64,
     /// Longest a proxied inference call may take, in seconds.
     #[arg(long, env = "EMBER_API_INFERENCE_TIMEOUT_SECONDS", default_value_t = 60)]
     inference_timeout_seconds: u64,
@@ -112,6 +119,11 @@ async fn main() -> anyhow::Result<()> {
                 client,
                 upstream,
                 metering: Arc::default(),
+                // Bursts of twice the per-second rate.
+                limits: Arc::new(RateLimits {
+                    per_caller: RateLimiter::new(args.rate_per_caller, 2.0 * args.rate_per_caller),
+                    per_tenant: RateLimiter::new(args.rate_per_tenant, 2.0 * args.rate_per_tenant),
+                }),
             })
         }
         None => Surface::ProbesOnly,

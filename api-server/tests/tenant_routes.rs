@@ -173,3 +173,42 @@ async fn fields_owned_by_gitops_are_not_taken_over() {
     assert!(body["detail"].as_str().unwrap().contains("argocd-controller"), "{body}");
     assert_eq!(mds.get("synced").await.unwrap().spec.batching.max_batch_size, 8);
 }
+
+#[tokio::test]
+async fn a_caller_over_its_rate_limit_gets_429_with_retry_after_and_recovers() {
+    use ember_api::ratelimit::{RateLimiter, RateLimits};
+    // 2 requests/s, bursts of 4, per caller; the tenant limit stays out of the way.
+    let h = Harness::start_with_limits(RateLimits {
+        per_caller: RateLimiter::new(2.0, 4.0),
+        per_tenant: RateLimiter::new(1000.0, 1000.0),
+    })
+    .await;
+    h.tenant("acme-rate", json!({"owners": [{"kind": "User", "name": "alice"}, {"kind": "User", "name": "carol"}]}))
+        .await;
+    let (alice, carol) = (h.token("alice", &[]), h.token("carol", &[]));
+    let path = "/v1/tenants/acme-rate/deployments";
+
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..8 {
+        let response = reqwest::Client::new()
+            .get(format!("{}{path}", h.base))
+            .header("Authorization", &alice)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 429 {
+            assert_eq!(response.headers()["content-type"], "application/problem+json");
+            retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+        }
+        statuses.push(response.status().as_u16());
+    }
+    assert!(statuses.iter().filter(|&&s| s == 200).count() >= 4, "the burst is allowed: {statuses:?}");
+    assert!(statuses.contains(&429), "over the limit must be refused: {statuses:?}");
+    assert!(retry_after.is_some_and(|s| (1..=2).contains(&s)), "Retry-After: {retry_after:?}");
+
+    // Another caller is not affected, and alice recovers once tokens refill.
+    let (status, _) = h.call("GET", path, Some(&carol), None).await;
+    assert_eq!(status, 200);
+    h.until_status(path, &alice, 200).await;
+}

@@ -17,6 +17,7 @@ use crate::cache::Caches;
 use crate::error::{Error, Result};
 use crate::keys::KeyStore;
 use crate::metering::Metering;
+use crate::ratelimit::RateLimits;
 use ember_crds::names;
 use ember_crds::tenant::Tenant;
 
@@ -30,6 +31,7 @@ pub struct Tenancy {
     pub caches: Caches,
     pub upstream: inference::Upstream,
     pub metering: Arc<Metering>,
+    pub limits: Arc<RateLimits>,
 }
 
 impl std::fmt::Debug for Tenancy {
@@ -84,6 +86,13 @@ impl TenantAccess {
     }
 }
 
+pub(crate) fn limit(limiter: &crate::ratelimit::RateLimiter, key: &str, what: &str) -> Result<()> {
+    limiter.check(key).map_err(|wait| Error::RateLimited {
+        what: what.to_owned(),
+        retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
+    })
+}
+
 impl Tenancy {
     /// Resolves `tenant` for `who`, requiring at least `needed`. A tenant the
     /// caller has no role in is reported exactly like a missing one, so
@@ -92,9 +101,13 @@ impl Tenancy {
         if !self.caches.is_synced() {
             return Err(Error::NotReady("ember-api is still loading its caches; retry shortly".into()));
         }
+        // The caller's limit counts every attempt, so probing tenant names
+        // is throttled too; the tenant's only what reaches the tenant.
+        limit(&self.limits.per_caller, &who.user, "this caller")?;
         let not_found = || Error::NotFound(format!("tenant '{tenant}' not found"));
         let found = self.caches.tenant(tenant).ok_or_else(not_found)?;
         let role = role_in(&found, who).ok_or_else(not_found)?;
+        limit(&self.limits.per_tenant, tenant, &format!("tenant '{tenant}'"))?;
         if role < needed {
             return Err(Error::Forbidden(format!(
                 "your role in tenant '{tenant}' is {role}; this needs {needed} or higher"

@@ -26,6 +26,7 @@ pub async fn list(State(state): State<Tenancy>, who: Principal) -> Result<Json<V
     if !state.caches.is_synced() {
         return Err(Error::NotReady("ember-api is still loading its caches; retry shortly".into()));
     }
+    super::limit(&state.limits.per_caller, &who.user, "this caller")?;
     let mut mine: Vec<TenantView> = state
         .caches
         .tenants()

@@ -10,6 +10,7 @@ use ember_api::auth::{Authenticator, JwtSettings, JwtVerifier};
 use ember_api::cache::Caches;
 use ember_api::keys::KeyStore;
 use ember_api::platform_db;
+use ember_api::ratelimit::RateLimits;
 use ember_api::routes::Platform;
 use ember_api::routes::Tenancy;
 use ember_api::routes::inference::Upstream;
@@ -43,17 +44,22 @@ pub struct Harness {
 impl Harness {
     /// `endpoint_template`: where inference calls go (see `Upstream`).
     pub async fn start(endpoint_template: &str) -> Self {
-        Self::start_with(endpoint_template, None).await
+        Self::start_with(endpoint_template, None, RateLimits::default()).await
+    }
+
+    /// With the given rate limits instead of the defaults.
+    pub async fn start_with_limits(limits: RateLimits) -> Self {
+        Self::start_with(SERVICE_ENDPOINTS, None, limits).await
     }
 
     /// Also with API keys and the audit log in the platform database at `database_url`.
     pub async fn start_with_platform(endpoint_template: &str, database_url: &str) -> Self {
         let pool = platform_db::connect(database_url).await.unwrap();
         let platform = Platform { keys: KeyStore::new(pool.clone()), audit: AuditLog::new(pool) };
-        Self::start_with(endpoint_template, Some(platform)).await
+        Self::start_with(endpoint_template, Some(platform), RateLimits::default()).await
     }
 
-    async fn start_with(endpoint_template: &str, platform: Option<Platform>) -> Self {
+    async fn start_with(endpoint_template: &str, platform: Option<Platform>, limits: RateLimits) -> Self {
         let cp = shared_control_plane().unwrap();
         let admin = cp.client().await.unwrap();
         install_crds(&admin, &ember_crds::crd_yaml::all_crds()).await.unwrap();
@@ -85,6 +91,7 @@ impl Harness {
             client: as_api,
             upstream,
             metering: Arc::default(),
+            limits: Arc::new(limits),
         };
         let base = format!("http://{}", spawn(router(Surface::Full(tenancy))).await);
         let http = reqwest::Client::new();
