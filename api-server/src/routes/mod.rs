@@ -86,7 +86,7 @@ impl TenantAccess {
     }
 }
 
-pub(crate) fn limit(limiter: &crate::ratelimit::RateLimiter, key: &str, what: &str) -> Result<()> {
+fn limit(limiter: &crate::ratelimit::RateLimiter, key: &str, what: &str) -> Result<()> {
     limiter.check(key).map_err(|wait| Error::RateLimited {
         what: what.to_owned(),
         retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
@@ -94,16 +94,21 @@ pub(crate) fn limit(limiter: &crate::ratelimit::RateLimiter, key: &str, what: &s
 }
 
 impl Tenancy {
+    /// What every tenant route checks first: the caches are loaded and the
+    /// caller is within its rate limit. The caller's limit counts every
+    /// attempt, so probing tenant names is throttled too.
+    pub fn admit(&self, who: &Principal) -> Result<()> {
+        if !self.caches.is_synced() {
+            return Err(Error::NotReady("ember-api is still loading its caches; retry shortly".into()));
+        }
+        limit(&self.limits.per_caller, &who.user, "this caller")
+    }
+
     /// Resolves `tenant` for `who`, requiring at least `needed`. A tenant the
     /// caller has no role in is reported exactly like a missing one, so
     /// tenant names cannot be probed.
     pub fn access(&self, tenant: &str, who: &Principal, needed: TenantRole) -> Result<TenantAccess> {
-        if !self.caches.is_synced() {
-            return Err(Error::NotReady("ember-api is still loading its caches; retry shortly".into()));
-        }
-        // The caller's limit counts every attempt, so probing tenant names
-        // is throttled too; the tenant's only what reaches the tenant.
-        limit(&self.limits.per_caller, &who.user, "this caller")?;
+        self.admit(who)?;
         let not_found = || Error::NotFound(format!("tenant '{tenant}' not found"));
         let found = self.caches.tenant(tenant).ok_or_else(not_found)?;
         let role = role_in(&found, who).ok_or_else(not_found)?;

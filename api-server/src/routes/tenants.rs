@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::Tenancy;
 use crate::auth::Principal;
 use crate::authz::{TenantRole, role_in};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -23,10 +23,7 @@ pub struct TenantView {
 }
 
 pub async fn list(State(state): State<Tenancy>, who: Principal) -> Result<Json<Vec<TenantView>>> {
-    if !state.caches.is_synced() {
-        return Err(Error::NotReady("ember-api is still loading its caches; retry shortly".into()));
-    }
-    super::limit(&state.limits.per_caller, &who.user, "this caller")?;
+    state.admit(&who)?;
     let mut mine: Vec<TenantView> = state
         .caches
         .tenants()
