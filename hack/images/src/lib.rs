@@ -2,9 +2,9 @@
 //!
 //! The flow, one module per step:
 //! - [`rootfs`]: the files of a minimal root filesystem — the binary, the
-//!   shared libraries [`ldd`] reports for it, `/etc/passwd`, `/etc/group`, CA
-//!   certificates, `/tmp` and the non-root user's home — as entries ordered
-//!   by path;
+//!   shared libraries [`ldd`] reports for it, `/etc/passwd`, `/etc/group`,
+//!   `/etc/nsswitch.conf`, CA certificates, `/tmp` and the non-root user's
+//!   home — as entries ordered by path;
 //! - [`layer`]: that [`tree::FileTree`] as one deterministic tar + gzip layer;
 //! - [`oci`]: the image config, manifest and index documents;
 //! - [`archive`]: the OCI image layout written as one tar, the file
@@ -73,8 +73,9 @@ pub struct BuiltImage {
 
 /// Builds the image `spec` describes around the files `inputs` names.
 pub fn build_image(spec: &ImageSpec, inputs: &RootfsInputs) -> Result<BuiltImage, Error> {
-    let entries = rootfs::collect(inputs)?;
-    let layer = layer::build(&entries, spec.source_date_epoch)?;
+    // The file tree (binary and libraries, uncompressed) is dropped as soon
+    // as the layer exists: release binaries are tens of megabytes.
+    let layer = layer::build(&rootfs::collect(inputs)?, spec.source_date_epoch)?;
     let documents = oci::documents(spec, &inputs.binary_name()?, &layer)?;
     let archive = archive::write(&documents, &layer, spec.source_date_epoch)?;
     Ok(BuiltImage { archive, manifest_digest: documents.manifest.digest.clone() })

@@ -1,6 +1,6 @@
 //! The minimal root filesystem of an Ember image: the binary, the shared
 //! objects it loads, the account files that make user 65532 a real user,
-//! CA certificates for outgoing TLS, `/tmp` and the non-root home. Nothing
+//! the name-service order, CA certificates for outgoing TLS, `/tmp` and the non-root home. Nothing
 //! else — no shell, no package manager — so there is little to patch or
 //! exploit. Inputs come from [`RootfsInputs`], so tests can point it at
 //! files of their own.
@@ -71,6 +71,7 @@ pub fn collect(inputs: &RootfsInputs) -> Result<FileTree, Error> {
     }
     tree.add_file("/etc/passwd", PASSWD.as_bytes().to_vec(), FILE_MODE)?;
     tree.add_file("/etc/group", GROUP.as_bytes().to_vec(), FILE_MODE)?;
+    tree.add_file("/etc/nsswitch.conf", NSSWITCH.as_bytes().to_vec(), FILE_MODE)?;
     tree.add_dir("/tmp", TMP_MODE, 0, 0)?;
     tree.add_dir(NONROOT_HOME, 0o755, NONROOT_ID, NONROOT_ID)?;
     Ok(tree)
@@ -80,6 +81,10 @@ pub fn collect(inputs: &RootfsInputs) -> Result<FileTree, Error> {
 const PASSWD: &str = "root:x:0:0:root:/root:/sbin/nologin\n\
                       nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n";
 const GROUP: &str = "root:x:0:\nnonroot:x:65532:\n";
+// Without this file glibc asks DNS before /etc/hosts and never reads the
+// hosts file while DNS answers, so `localhost` and the pod's own name (which
+// Kubernetes writes into /etc/hosts) would depend on the cluster's DNS.
+const NSSWITCH: &str = "passwd: files\ngroup: files\nhosts: files dns\n";
 
 fn read(path: &Path) -> Result<Vec<u8>, Error> {
     fs::read(path).map_err(|source| Error::Read { path: path.to_owned(), source })

@@ -225,6 +225,8 @@ fn the_layer_holds_a_minimal_root_filesystem() {
     assert_eq!(file("/etc/passwd").mode, 0o644);
     let group = String::from_utf8(file("/etc/group").contents.clone()).expect("utf-8 group");
     assert!(group.lines().any(|l| l == "nonroot:x:65532:"), "{group}");
+    let nsswitch = String::from_utf8(file("/etc/nsswitch.conf").contents.clone()).expect("utf-8 nsswitch.conf");
+    assert!(nsswitch.lines().any(|l| l == "hosts: files dns"), "{nsswitch}");
     assert_eq!(file("/etc/ssl/certs/ca-certificates.crt").contents, CA_BUNDLE);
     assert_eq!(file("/etc/ssl/certs/ca-certificates.crt").mode, 0o644);
 
@@ -241,12 +243,18 @@ fn the_layer_holds_a_minimal_root_filesystem() {
         assert!(entry.contents == std::fs::read(object).expect("read library"), "{} contents", object.display());
     }
 
-    // Nothing else: directories, the binary, shared objects and /etc files.
-    let etc = ["/etc/passwd", "/etc/group", "/etc/ssl/certs/ca-certificates.crt", "/usr/local/bin/ember-fixture"];
+    // Nothing else: directories, the binary, shared objects and our /etc files.
+    let own_files = [
+        "/etc/group",
+        "/etc/nsswitch.conf",
+        "/etc/passwd",
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/usr/local/bin/ember-fixture",
+    ];
     for (path, entry) in &entries {
         if entry.kind == tar::EntryType::Regular {
             assert!(
-                etc.iter().any(|p| Path::new(p) == path) || shared_objects.contains(path),
+                own_files.iter().any(|p| Path::new(p) == path) || shared_objects.contains(path),
                 "unexpected {}",
                 path.display()
             );
