@@ -37,7 +37,7 @@ workspace_package() {
 }
 version="$(workspace_package version)"
 source_url="$(workspace_package repository)"
-[[ -n $version ]] || { echo "no version under [workspace.package] in Cargo.toml" >&2; exit 1; }
+[[ -n $version && -n $source_url ]] || { echo "no version or repository under [workspace.package] in Cargo.toml" >&2; exit 1; }
 revision="${EMBER_IMAGE_REVISION:-$(git rev-parse HEAD)}"
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct)}"
 if [[ -n "$(git status --porcelain 2>/dev/null)" ]]; then
