@@ -65,7 +65,7 @@ done
 chmod -R u+w "$staging/kwok-stages"
 
 "$staging/kube-apiserver" --version >&2
-"$staging/etcd" --version | head -1 >&2
+"$staging/etcd" --version | sed -n 1p >&2  # sed reads it all: no SIGPIPE under pipefail
 
 # Move into place last so an interrupted build never looks complete.
 mv "$staging/kwok-stages" "$bin_dir/" 2>/dev/null || { rm -rf "$bin_dir/kwok-stages"; mv "$staging/kwok-stages" "$bin_dir/"; }
