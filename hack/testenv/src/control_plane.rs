@@ -19,6 +19,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::node::{GATEWAY, RealNode};
 use crate::process::{Supervised, tail_of_file};
 use crate::{Error, pki, poll};
 
@@ -28,23 +29,48 @@ pub const CPU_NODES: [&str; 2] = ["kwok-cpu-0", "kwok-cpu-1"];
 pub const GPU_NODE: &str = "kwok-gpu-0";
 
 const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// Annotation that hands a node to kwok; the real node does not carry it.
+const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
 const DIR_PREFIX: &str = "ember-cp-";
 const OWNER_FILE: &str = "owner.pid";
+
+/// Which nodes a cluster gets besides the control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nodes {
+    /// kwok only: two CPU nodes and the GPU node. Pods turn Ready without
+    /// running — for scheduling, status plumbing and scale.
+    Kwok,
+    /// A real node ([`RealNode`]) where CPU pods run for real, plus the
+    /// kwok GPU node (no GPU here). Needs root; one per machine.
+    Real,
+}
 
 /// A running control plane, or one the tests attach to through a kubeconfig.
 /// Dropping it stops every process it started and removes its files.
 #[derive(Debug)]
 pub struct ControlPlane {
     kubeconfig: PathBuf,
+    // Declared first so the node's pods stop before the API server does.
+    node: Option<RealNode>,
     // Declared before `_dir` so processes stop before their files go away.
     processes: Vec<Supervised>,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl ControlPlane {
-    /// Starts all components in a fresh temp dir and waits until they work.
+    /// Starts all components with kwok nodes only and waits until they work.
     pub async fn start() -> Result<Self, Error> {
+        Self::start_with(Nodes::Kwok).await
+    }
+
+    /// Starts all components in a fresh temp dir and waits until they work.
+    pub async fn start_with(nodes: Nodes) -> Result<Self, Error> {
         let bin = binaries_dir()?;
+        // Before the stale dirs go: a crashed node's mounts live in one.
+        let node_lock = match nodes {
+            Nodes::Real => Some(RealNode::prepare()?),
+            Nodes::Kwok => None,
+        };
         remove_stale_dirs();
         let dir = tempfile::Builder::new()
             .prefix(DIR_PREFIX)
@@ -80,11 +106,18 @@ impl ControlPlane {
         .await?;
 
         let api_port = free_port()?;
+        // With a real node the API server listens on the pod bridge's
+        // gateway, so pods reach it through the `kubernetes` Service like in
+        // any cluster; kwok-only clusters stay on loopback.
+        let api_address = match nodes {
+            Nodes::Real => GATEWAY.to_string(),
+            Nodes::Kwok => "127.0.0.1".to_owned(),
+        };
         let mut apiserver = Command::new(bin.join("kube-apiserver"));
         apiserver.args([
             format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
-            "--bind-address=127.0.0.1".to_owned(),
-            "--advertise-address=127.0.0.1".to_owned(),
+            format!("--bind-address={api_address}"),
+            format!("--advertise-address={api_address}"),
             format!("--secure-port={api_port}"),
             format!("--cert-dir={}", root.join("apiserver-certs").display()),
             format!("--tls-cert-file={}", pki.serving_cert.display()),
@@ -93,18 +126,24 @@ impl ControlPlane {
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_owned(),
             format!("--service-account-key-file={}", pki.service_account_public_key.display()),
             format!("--service-account-signing-key-file={}", pki.service_account_key.display()),
-            "--service-cluster-ip-range=10.0.0.0/24".to_owned(),
-            // Loopback advertise addresses are refused by the endpoint reconciler.
-            "--endpoint-reconciler-type=none".to_owned(),
+            format!("--service-cluster-ip-range={}", crate::node::SERVICE_SUBNET),
+            // The admin certificate for logs and exec on the kubelet.
+            format!("--kubelet-client-certificate={}", pki.admin_cert.display()),
+            format!("--kubelet-client-key={}", pki.admin_key.display()),
+            "--kubelet-preferred-address-types=InternalIP".to_owned(),
             "--authorization-mode=RBAC".to_owned(),
             "--allow-privileged=true".to_owned(),
             "--profiling=false".to_owned(),
             "--v=1".to_owned(),
         ]);
+        if nodes == Nodes::Kwok {
+            // Loopback advertise addresses are refused by the endpoint reconciler.
+            apiserver.arg("--endpoint-reconciler-type=none");
+        }
         processes.push(Supervised::spawn("kube-apiserver", apiserver, &root.join("kube-apiserver.log"))?);
 
         let kubeconfig = root.join("admin.kubeconfig");
-        write_kubeconfig(&kubeconfig, api_port, &pki)?;
+        write_kubeconfig(&kubeconfig, &api_address, api_port, &pki)?;
         let client = client_for(&kubeconfig).await?;
         poll::until_async("kube-apiserver /readyz", START_TIMEOUT, async || {
             processes[1].ensure_running()?;
@@ -151,21 +190,22 @@ impl ControlPlane {
         kwok.args([
             format!("--kubeconfig={}", kubeconfig.display()),
             format!("--config={}", kwok_config.display()),
-            "--manage-all-nodes=true".to_owned(),
+            "--manage-all-nodes=false".to_owned(),
+            format!("--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake"),
             "--cidr=10.244.0.0/16".to_owned(),
             "--node-ip=10.0.0.2".to_owned(),
         ]);
         processes.push(Supervised::spawn("kwok", kwok, &root.join("kwok.log"))?);
 
-        create_nodes(&client).await?;
-        let nodes: Api<Node> = Api::all(client.clone());
+        let kwok_nodes = create_nodes(&client, nodes).await?;
+        let node_api: Api<Node> = Api::all(client.clone());
         poll::until_async("kwok nodes Ready", START_TIMEOUT, async || {
             for p in processes.iter_mut().skip(2) {
                 p.ensure_running()?;
             }
-            let list = nodes.list(&Default::default()).await.map_err(|e| Error::Kube(e.to_string()))?;
-            let all_ready = list.items.len() == CPU_NODES.len() + 1 && list.items.iter().all(node_is_ready);
-            Ok(all_ready.then_some(()))
+            let list = node_api.list(&Default::default()).await.map_err(|e| Error::Kube(e.to_string()))?;
+            let ready = list.items.iter().filter(|n| is_kwok_node(n) && node_is_ready(n)).count();
+            Ok((ready == kwok_nodes).then_some(()))
         })
         .await?;
         // The service account controller creates `default` in every namespace:
@@ -176,12 +216,21 @@ impl ControlPlane {
         })
         .await?;
 
-        Ok(Self { kubeconfig, processes, _dir: Some(dir) })
+        let node = match node_lock {
+            Some(lock) => Some(RealNode::start(lock, &root.join("node"), &kubeconfig, &pki.ca_cert, &client).await?),
+            None => None,
+        };
+        Ok(Self { kubeconfig, node, processes, _dir: Some(dir) })
+    }
+
+    /// The real node, when the cluster has one.
+    pub fn real_node(&self) -> Option<&RealNode> {
+        self.node.as_ref()
     }
 
     /// Uses an already running cluster (e.g. the one `hack/dev.sh` started).
     pub fn attach(kubeconfig: impl Into<PathBuf>) -> Self {
-        Self { kubeconfig: kubeconfig.into(), processes: Vec::new(), _dir: None }
+        Self { kubeconfig: kubeconfig.into(), node: None, processes: Vec::new(), _dir: None }
     }
 
     /// Admin kubeconfig of this control plane.
@@ -259,10 +308,16 @@ pub async fn client_for(kubeconfig: &Path) -> Result<Client, Error> {
 /// Directory with the control-plane binaries: `$EMBER_CP_BIN`, or whatever
 /// `hack/build-control-plane.sh` prints (it builds only what is missing).
 pub fn binaries_dir() -> Result<PathBuf, Error> {
-    if let Some(dir) = std::env::var_os("EMBER_CP_BIN") {
+    script_output_dir("EMBER_CP_BIN", "../build-control-plane.sh")
+}
+
+/// `$env_var`, or the directory a build script of `hack/` prints last (the
+/// scripts build only what is missing, so this is cheap when warm).
+pub(crate) fn script_output_dir(env_var: &str, script: &str) -> Result<PathBuf, Error> {
+    if let Some(dir) = std::env::var_os(env_var) {
         return Ok(PathBuf::from(dir));
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../build-control-plane.sh");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
     let output = Command::new("bash")
         .arg(&script)
         .stderr(std::process::Stdio::inherit())
@@ -291,7 +346,7 @@ pub fn free_port() -> Result<u16, Error> {
 }
 
 /// Plain-HTTP GET on loopback; true on a 200 answer.
-async fn http_get_ok(port: u16, path: &str) -> bool {
+pub(crate) async fn http_get_ok(port: u16, path: &str) -> bool {
     let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
         return false;
     };
@@ -305,9 +360,9 @@ async fn http_get_ok(port: u16, path: &str) -> bool {
         || String::from_utf8_lossy(&response).starts_with("HTTP/1.1 200")
 }
 
-fn write_kubeconfig(path: &Path, api_port: u16, pki: &pki::Pki) -> Result<(), Error> {
+fn write_kubeconfig(path: &Path, address: &str, api_port: u16, pki: &pki::Pki) -> Result<(), Error> {
     let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: ember-local\n  cluster:\n    server: https://127.0.0.1:{api_port}\n    certificate-authority: {ca}\nusers:\n- name: admin\n  user:\n    client-certificate: {cert}\n    client-key: {key}\ncontexts:\n- name: ember-local\n  context:\n    cluster: ember-local\n    user: admin\ncurrent-context: ember-local\n",
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: ember-local\n  cluster:\n    server: https://{address}:{api_port}\n    certificate-authority: {ca}\nusers:\n- name: admin\n  user:\n    client-certificate: {cert}\n    client-key: {key}\ncontexts:\n- name: ember-local\n  context:\n    cluster: ember-local\n    user: admin\ncurrent-context: ember-local\n",
         ca = pki.ca_cert.display(),
         cert = pki.admin_cert.display(),
         key = pki.admin_key.display(),
@@ -321,7 +376,7 @@ fn write_kwok_config(path: &Path, stages_dir: &Path) -> Result<(), Error> {
     // A config file replaces kwok's built-in defaults, so the parallelism
     // options (0 otherwise, which kwok refuses) are spelled out.
     let mut text = String::from(
-        "kind: KwokConfiguration\napiVersion: config.kwok.x-k8s.io/v1alpha1\noptions:\n  manageAllNodes: true\n  nodeLeaseDurationSeconds: 40\n  nodeLeaseParallelism: 4\n  podPlayStageParallelism: 4\n  nodePlayStageParallelism: 4\n  podsOnNodeSyncParallelism: 1\n  enablePodsOnNodeSyncListPager: true\n  enablePodsOnNodeSyncStreamWatch: false\n",
+        "kind: KwokConfiguration\napiVersion: config.kwok.x-k8s.io/v1alpha1\noptions:\n  manageAllNodes: false\n  manageNodesWithAnnotationSelector: kwok.x-k8s.io/node=fake\n  nodeLeaseDurationSeconds: 40\n  nodeLeaseParallelism: 4\n  podPlayStageParallelism: 4\n  nodePlayStageParallelism: 4\n  podsOnNodeSyncParallelism: 1\n  enablePodsOnNodeSyncListPager: true\n  enablePodsOnNodeSyncStreamWatch: false\n",
     );
     for stage in ["node-initialize", "node-heartbeat-with-lease", "pod-ready", "pod-complete", "pod-delete"] {
         let file = stages_dir.join(format!("{stage}.yaml"));
@@ -353,7 +408,7 @@ fn fake_node(name: &str, gpus: u32) -> Result<Node, Error> {
         "metadata": {
             "name": name,
             "labels": labels,
-            "annotations": {"node.alpha.kubernetes.io/ttl": "0", "kwok.x-k8s.io/node": "fake"}
+            "annotations": {"node.alpha.kubernetes.io/ttl": "0", KWOK_NODE_ANNOTATION: "fake"}
         },
         "spec": {"taints": taints},
         "status": {
@@ -366,17 +421,28 @@ fn fake_node(name: &str, gpus: u32) -> Result<Node, Error> {
     .map_err(|e| Error::Kube(format!("building node {name}: {e}")))
 }
 
-async fn create_nodes(client: &Client) -> Result<(), Error> {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let wanted = CPU_NODES.iter().map(|n| (*n, 0)).chain([(GPU_NODE, 8)]);
+/// Creates the kwok nodes `nodes` asks for (CPU nodes only without a real
+/// node, so CPU pods land where they really run) and returns their number.
+async fn create_nodes(client: &Client, nodes: Nodes) -> Result<usize, Error> {
+    let api: Api<Node> = Api::all(client.clone());
+    let cpu_nodes: &[&str] = match nodes {
+        Nodes::Kwok => &CPU_NODES,
+        Nodes::Real => &[],
+    };
+    let wanted: Vec<_> = cpu_nodes.iter().map(|n| (*n, 0)).chain([(GPU_NODE, 8)]).collect();
+    let count = wanted.len();
     for (name, gpus) in wanted {
-        match nodes.create(&PostParams::default(), &fake_node(name, gpus)?).await {
+        match api.create(&PostParams::default(), &fake_node(name, gpus)?).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 409 => {}
             Err(e) => return Err(Error::Kube(format!("creating node {name}: {e}"))),
         }
     }
-    Ok(())
+    Ok(count)
+}
+
+fn is_kwok_node(node: &Node) -> bool {
+    node.metadata.annotations.as_ref().is_some_and(|a| a.get(KWOK_NODE_ANNOTATION).is_some_and(|v| v == "fake"))
 }
 
 fn node_is_ready(node: &Node) -> bool {

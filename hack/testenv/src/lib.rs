@@ -3,7 +3,10 @@
 //! - [`ControlPlane`]: etcd, kube-apiserver, kube-controller-manager,
 //!   kube-scheduler and kwok on loopback, built from their Go modules by
 //!   `hack/build-control-plane.sh`.
+//! - [`RealNode`]: a real node (containerd, runc, CNI bridge, kubelet,
+//!   kube-proxy, CoreDNS) beside kwok's, started with [`Nodes::Real`].
 //! - [`Postgres`]: a throwaway PostgreSQL server from the machine's binaries.
+//! - [`ModelStore`]: model files over HTTP where pods can fetch them.
 //!
 //! Tests share one control plane per test binary through
 //! [`shared_control_plane`] and isolate themselves by namespace and name.
@@ -11,6 +14,8 @@
 
 mod control_plane;
 mod crds;
+mod model_store;
+pub mod node;
 mod pki;
 pub mod poll;
 mod postgres;
@@ -20,8 +25,10 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-pub use control_plane::{CPU_NODES, ControlPlane, GPU_NODE, binaries_dir, client_for, free_port};
+pub use control_plane::{CPU_NODES, ControlPlane, GPU_NODE, Nodes, binaries_dir, client_for, free_port};
 pub use crds::install_crds;
+pub use model_store::ModelStore;
+pub use node::RealNode;
 pub use postgres::{Postgres, SUPERUSER};
 pub use process::Supervised;
 
@@ -42,6 +49,8 @@ pub enum Error {
     Binaries(String),
     #[error("kubernetes client: {0}")]
     Kube(String),
+    #[error("real node: {0}")]
+    Node(String),
     #[error("postgresql: {0}")]
     Postgres(String),
     #[error("shared control plane failed to start: {0}")]
@@ -70,4 +79,11 @@ pub fn shared_control_plane() -> Result<&'static ControlPlane, Error> {
         })
         .as_ref()
         .map_err(|message| Error::SharedStart(message.clone()))
+}
+
+/// Directory with the OCI archives of Ember's images (`ember-runtime.oci.tar`,
+/// ...): `$EMBER_IMAGES_DIR`, or what `hack/build-images.sh` prints (it runs
+/// the release build first).
+pub fn images_dir() -> Result<PathBuf, Error> {
+    control_plane::script_output_dir("EMBER_IMAGES_DIR", "../build-images.sh")
 }

@@ -1,7 +1,8 @@
 //! Certificates and keys for a local control plane.
 //!
 //! One CA signs the API server's serving certificate (valid for 127.0.0.1,
-//! which kube-rs with rustls verifies by IP) and the client certificate of the
+//! the real node's gateway and the in-cluster names; kube-rs with rustls
+//! verifies by IP) and the client certificate of the
 //! `admin` user in `system:masters`. A separate ECDSA key signs service
 //! account tokens; kube-apiserver and the controller-manager read it as PEM.
 
@@ -50,7 +51,12 @@ pub fn generate(dir: &Path) -> Result<Pki, Error> {
         "kubernetes".to_owned(),
         "kubernetes.default".to_owned(),
         "kubernetes.default.svc".to_owned(),
+        format!("kubernetes.default.svc.{}", crate::node::CLUSTER_DOMAIN),
+        // The first Service address: what in-cluster clients dial.
         "10.0.0.1".to_owned(),
+        // The real node's bridge gateway, where the API server listens when
+        // the cluster has a real node.
+        crate::node::GATEWAY.to_string(),
     ])
     .map_err(tls("serving params"))?;
     serving_params.distinguished_name.push(DnType::CommonName, "kube-apiserver");

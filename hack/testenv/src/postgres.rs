@@ -38,8 +38,20 @@ pub struct Postgres {
 }
 
 impl Postgres {
-    /// Initialises a fresh cluster and starts it. Blocking; takes a few seconds.
+    /// Initialises a fresh cluster and starts it on loopback. Blocking;
+    /// takes a few seconds.
     pub fn start() -> Result<Self, Error> {
+        Self::start_listening(false)
+    }
+
+    /// Like [`Postgres::start`], but also on the real node's gateway and
+    /// open to its pods (SCRAM still required): the database of a local
+    /// cluster whose operator and API run as pods.
+    pub fn start_for_pods() -> Result<Self, Error> {
+        Self::start_listening(true)
+    }
+
+    fn start_listening(for_pods: bool) -> Result<Self, Error> {
         let bin = binaries_dir()?;
         let dir = tempfile::Builder::new()
             .prefix("ember-pg-")
@@ -87,11 +99,18 @@ impl Postgres {
                 String::from_utf8_lossy(&output.stderr)
             )));
         }
+        let listen = if for_pods { format!("127.0.0.1,{}", crate::node::GATEWAY) } else { "127.0.0.1".to_owned() };
         let conf = format!(
-            "listen_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 300\npassword_encryption = 'scram-sha-256'\n",
+            "listen_addresses = '{listen}'\nunix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 300\npassword_encryption = 'scram-sha-256'\n",
             socket_dir.display()
         );
         append(&data_dir.join("postgresql.conf"), &conf)?;
+        if for_pods {
+            append(
+                &data_dir.join("pg_hba.conf"),
+                &format!("host all all {} scram-sha-256\n", crate::node::POD_SUBNET),
+            )?;
+        }
 
         let mut server = Self {
             port: free_port()?,
@@ -184,9 +203,9 @@ fn unprivileged(program: PathBuf) -> Command {
 
 fn append(path: &Path, text: &str) -> Result<(), Error> {
     use std::io::Write;
-    let mut file =
-        std::fs::File::options().append(true).open(path).map_err(|source| io("opening postgresql.conf", source))?;
-    file.write_all(text.as_bytes()).map_err(|source| io("writing postgresql.conf", source))
+    let context = format!("appending to {}", path.display());
+    let mut file = std::fs::File::options().append(true).open(path).map_err(|source| io(&context, source))?;
+    file.write_all(text.as_bytes()).map_err(|source| io(&context, source))
 }
 
 /// 32 hex characters (128 bits) from the kernel's CSPRNG.
