@@ -115,4 +115,10 @@ pub struct Args {
     /// Log format: text or json (for clusters).
     #[arg(long, env = "EMBER_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// File that gets `<Reason>: <message>` when the model cannot start
+    /// (Kubernetes shows it as the container's termination message). Only
+    /// written when the file already exists, as the kubelet's mount does.
+    #[arg(long, env = "EMBER_TERMINATION_LOG", default_value = "/dev/termination-log")]
+    pub termination_log: PathBuf,
 }

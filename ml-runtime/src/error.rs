@@ -59,8 +59,38 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// A short, stable name for why the runtime could not start, written at
+    /// the head of the termination message so the operator can report it as
+    /// a condition reason (`ChecksumMismatch`, `ModelStoreUnreachable`, ...).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "InvalidConfiguration",
+            Error::ModelFile { .. } => "InvalidModelFile",
+            Error::ChecksumMismatch { .. } => "ChecksumMismatch",
+            Error::Fetch { .. } => "ModelStoreUnreachable",
+            Error::BadRequest(_) | Error::UnknownModel(_) | Error::PayloadTooLarge { .. } => "BadRequest",
+            Error::QueueFull { .. } | Error::NotReady | Error::Timeout { .. } => "Unavailable",
+            Error::Inference(_) => "InferenceFailed",
+            Error::Io(_) => "IoError",
+        }
+    }
+
     /// Builds a [`Error::ModelFile`] from anything displayable.
     pub fn model_file(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
         Self::ModelFile { path: path.into(), message: message.to_string() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_up_failures_have_distinct_reasons() {
+        let checksum = Error::ChecksumMismatch { uri: "u".into(), expected: "a".into(), actual: "b".into() };
+        let fetch = Error::Fetch { uri: "u".into(), message: "connection refused".into() };
+        let file = Error::model_file("/m", "truncated");
+        let reasons = [checksum.reason(), fetch.reason(), file.reason(), Error::Config("x".into()).reason()];
+        assert_eq!(reasons, ["ChecksumMismatch", "ModelStoreUnreachable", "InvalidModelFile", "InvalidConfiguration"]);
     }
 }
