@@ -12,7 +12,15 @@
 //!     networkCidr: 10.20.0.5/32    # optional: tenant pods may reach only this address
 //! runtimeImage: ghcr.io/ember-dev/ember-runtime:0.1.0           # model pods, backend cpu
 //! runtimeWgpuImage: ghcr.io/ember-dev/ember-runtime:0.1.0-wgpu  # model pods, backend wgpu
+//! modelStores:                     # where model pods may fetch weights from
+//!   - name: models                 # for humans and error messages
+//!     cidr: 10.20.0.9/32           # the store's address range
+//!     ports: [443]                 # TCP ports (default 443 and 80)
 //! ```
+//!
+//! Model pods live behind a default-deny egress policy; `modelStores` is
+//! the platform team's list of what they may reach to download weights.
+//! Without it a ModelDeployment can only use `file://` sources.
 //!
 //! Several servers shard tenants: a Tenant names one in
 //! `spec.database.server`, or the operator places it (a stable hash of the
@@ -42,6 +50,21 @@ pub struct OperatorConfig {
     /// A separate image keeps the GPU stack out of the CPU pods.
     #[serde(default = "default_runtime_wgpu_image")]
     pub runtime_wgpu_image: String,
+    /// Model stores tenant pods may reach (egress NetworkPolicy of every tenant).
+    #[serde(default)]
+    pub model_stores: Vec<ModelStoreConfig>,
+}
+
+/// One place model weights are downloaded from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModelStoreConfig {
+    pub name: String,
+    /// Address range of the store, e.g. `10.20.0.9/32`.
+    pub cidr: String,
+    /// TCP ports the store serves on.
+    #[serde(default = "default_model_store_ports")]
+    pub ports: Vec<u16>,
 }
 
 /// One PostgreSQL server.
@@ -70,6 +93,9 @@ fn default_runtime_image() -> String {
 fn default_runtime_wgpu_image() -> String {
     "ghcr.io/ember-dev/ember-runtime:0.1.0-wgpu".into()
 }
+fn default_model_store_ports() -> Vec<u16> {
+    vec![443, 80]
+}
 fn default_port() -> u16 {
     5432
 }
@@ -84,6 +110,7 @@ impl Default for OperatorConfig {
             database_servers: Vec::new(),
             runtime_image: default_runtime_image(),
             runtime_wgpu_image: default_runtime_wgpu_image(),
+            model_stores: Vec::new(),
         }
     }
 }
@@ -107,6 +134,17 @@ impl OperatorConfig {
         for server in &self.database_servers {
             if !names.insert(server.name.as_str()) {
                 return Err(Error::Config(format!("database server {:?} is listed twice", server.name)));
+            }
+        }
+        for store in &self.model_stores {
+            if !is_ipv4_cidr(&store.cidr) {
+                return Err(Error::Config(format!(
+                    "model store {:?}: cidr {:?} is not an IPv4 CIDR like 10.0.0.9/32",
+                    store.name, store.cidr
+                )));
+            }
+            if store.ports.is_empty() || store.ports.contains(&0) {
+                return Err(Error::Config(format!("model store {:?}: ports must list TCP ports 1-65535", store.name)));
             }
         }
         Ok(())
@@ -133,6 +171,14 @@ impl OperatorConfig {
         let index = stable_hash(tenant) % self.database_servers.len() as u64;
         Ok(&self.database_servers[index as usize])
     }
+}
+
+/// `a.b.c.d/n` with n in 0..=32: what a NetworkPolicy ipBlock accepts.
+fn is_ipv4_cidr(text: &str) -> bool {
+    let Some((address, prefix)) = text.split_once('/') else {
+        return false;
+    };
+    address.parse::<std::net::Ipv4Addr>().is_ok() && prefix.parse::<u8>().is_ok_and(|p| p <= 32)
 }
 
 /// FNV-1a: stable across releases and platforms, unlike `std`'s hasher.
@@ -197,6 +243,26 @@ mod tests {
         let custom: OperatorConfig = serde_yaml::from_str("runtimeImage: registry.example/rt:1\n").unwrap();
         assert_eq!(custom.runtime_image, "registry.example/rt:1");
         assert!(serde_yaml::from_str::<OperatorConfig>("bogus: 1\n").is_err());
+    }
+
+    #[test]
+    fn model_stores_parse_with_default_ports_and_bad_cidrs_are_refused() {
+        let parsed: OperatorConfig = serde_yaml::from_str(
+            "modelStores:\n- {name: m, cidr: 10.89.0.1/32, ports: [8000]}\n- {name: n, cidr: 10.1.0.0/16}\n",
+        )
+        .unwrap();
+        parsed.validate().unwrap();
+        assert_eq!(parsed.model_stores[0].ports, vec![8000]);
+        assert_eq!(parsed.model_stores[1].ports, vec![443, 80]);
+        for bad in ["models.example", "10.0.0.1", "10.0.0.1/33", "::1/128"] {
+            let config: OperatorConfig =
+                serde_yaml::from_str(&format!("modelStores:\n- {{name: m, cidr: \"{bad}\"}}\n")).unwrap();
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains("model store \"m\""), "{bad}: {error}");
+        }
+        let no_ports: OperatorConfig =
+            serde_yaml::from_str("modelStores:\n- {name: m, cidr: 10.0.0.1/32, ports: []}\n").unwrap();
+        assert!(no_ports.validate().is_err());
     }
 
     #[test]

@@ -121,6 +121,8 @@ fn operator_rbac_is_exactly_the_reviewed_list() {
     let apply_or_remove = &["list", "watch", "create", "patch", "delete"];
     grant("autoscaling", &["horizontalpodautoscalers"], apply_or_remove, "");
     grant("policy", &["poddisruptionbudgets"], apply_or_remove, "");
+    // Model pods: read-only, for the Ready reason of failing models.
+    grant("", &["pods"], &["list", "watch"], "");
     grant("coordination.k8s.io", &["leases"], &["get", "create", "update"], "");
     expected.sort();
     assert_eq!(rights, expected, "the operator's RBAC changed; review it and update this list");

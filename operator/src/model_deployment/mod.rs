@@ -5,7 +5,12 @@
 //! Steps, one module each: [`tenancy`] (is this a tenant namespace, is the
 //! tenant suspended) → [`build`] (pure: desired children) → [`apply`]
 //! (server-side apply, stale autoscaler/budget removed) → [`status`] (pure:
-//! conditions from the Deployment's rollout).
+//! conditions from the Deployment's rollout and, while it is incomplete,
+//! from the pods' container states through [`pods`]).
+//!
+//! The model's pods are watched too (only those the operator labelled), so
+//! a crash, an OOM kill or a failed checksum shows in `Ready` within a
+//! kubelet status update instead of at the rollout deadline.
 //!
 //! Tenants are watched, not polled: a Tenant event (created, suspended,
 //! resumed, deleted) is mapped to the ModelDeployments in its namespace,
@@ -17,6 +22,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod pods;
 pub mod reconcile;
 pub mod status;
 pub mod tenancy;
@@ -30,7 +36,7 @@ use ember_crds::tenant::Tenant;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -55,7 +61,9 @@ pub async fn run(
         .owns(Api::<Deployment>::all(client.clone()), ours.clone())
         .owns(Api::<Service>::all(client.clone()), ours.clone())
         .owns(Api::<HorizontalPodAutoscaler>::all(client.clone()), ours.clone())
-        .owns(Api::<PodDisruptionBudget>::all(client.clone()), ours)
+        .owns(Api::<PodDisruptionBudget>::all(client.clone()), ours.clone())
+        // Pod states tell why a model does not come up (see `pods`).
+        .watches(Api::<Pod>::all(client.clone()), ours, |pod| model_deployment_of(&pod))
         .watches(Api::<Tenant>::all(client), watcher::Config::default(), move |tenant| {
             model_deployments_of(&cache, &tenant)
         })
@@ -68,6 +76,12 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// The ModelDeployment a model pod belongs to, from its labels.
+fn model_deployment_of(pod: &Pod) -> Option<ObjectRef<ModelDeployment>> {
+    let name = pod.labels().get(labels::MODEL_DEPLOYMENT)?;
+    Some(ObjectRef::new(name).within(&pod.namespace()?))
 }
 
 /// The cached ModelDeployments in `tenant`'s namespace.

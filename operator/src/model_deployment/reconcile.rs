@@ -7,15 +7,17 @@ use std::time::{Duration, Instant};
 use ember_crds::conditions::{find_condition, types};
 use ember_crds::model_deployment::{ModelDeployment, ModelDeploymentStatus};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
-use super::build::{Serving, desired_children, endpoint};
-use super::status::{Outcome, initial_status, next_status};
+use super::build::{Serving, desired_children, endpoint, selector_labels};
+use super::pods::{PodFailure, failure_of};
+use super::status::{Outcome, Rollout, initial_status, next_status, rollout};
 use super::{apply, tenancy};
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -77,8 +79,8 @@ async fn converge(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
 
     let result = converge_steps(md, ctx).await;
     let outcome = match &result {
-        Ok((serving, deployment)) if serving.suspended => Outcome::Suspended { tenant: &serving.tenant, deployment },
-        Ok((_, deployment)) => Outcome::Applied { deployment },
+        Ok((serving, deployment, _)) if serving.suspended => Outcome::Suspended { tenant: &serving.tenant, deployment },
+        Ok((_, deployment, failure)) => Outcome::Applied { deployment, failure: failure.as_ref() },
         Err(e) => Outcome::Failed(e),
     };
     let status = next_status(md.status.as_ref(), generation, &endpoint(md), &outcome, &now());
@@ -97,12 +99,25 @@ async fn converge(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     }
 }
 
-async fn converge_steps(md: &ModelDeployment, ctx: &Context) -> Result<(Serving, Deployment)> {
+async fn converge_steps(md: &ModelDeployment, ctx: &Context) -> Result<(Serving, Deployment, Option<PodFailure>)> {
     let serving = tenancy::resolve(md, ctx).await?;
     tracing::Span::current().record("tenant", serving.tenant.as_str());
     let children = desired_children(md, &serving, &ctx.config)?;
     let deployment = apply::apply_children(&ctx.client, &children).await?;
-    Ok((serving, deployment))
+    let failure = match rollout(&deployment) {
+        Rollout::Complete { .. } => None,
+        _ => failure_of(&model_pods(ctx, md).await?),
+    };
+    Ok((serving, deployment, failure))
+}
+
+/// The model's pods, read only while its rollout is incomplete: then they
+/// tell why (see [`super::pods`]).
+async fn model_pods(ctx: &Context, md: &ModelDeployment) -> Result<Vec<Pod>> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
+    let selector =
+        selector_labels(md).iter().map(|(key, value)| format!("{key}={value}")).collect::<Vec<_>>().join(",");
+    Ok(api.list(&ListParams::default().labels(&selector)).await?.items)
 }
 
 async fn write_status(ctx: &Context, md: &ModelDeployment, status: &ModelDeploymentStatus) -> Result<()> {

@@ -11,6 +11,7 @@ use ember_crds::model_deployment::ModelDeploymentStatus;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::pods::PodFailure;
 use crate::error::Error;
 
 /// Condition reasons of this controller (a bounded set).
@@ -30,8 +31,9 @@ pub enum Outcome<'a> {
     Failed(&'a Error),
     /// Children applied; the tenant is suspended, so the model runs no pods.
     Suspended { tenant: &'a str, deployment: &'a Deployment },
-    /// Children applied; the Deployment as the API server has it.
-    Applied { deployment: &'a Deployment },
+    /// Children applied; the Deployment as the API server has it, and why
+    /// its pods fail, if they do.
+    Applied { deployment: &'a Deployment, failure: Option<&'a PodFailure> },
 }
 
 /// Where the Deployment's rollout stands.
@@ -106,9 +108,14 @@ pub fn next_status(
                 set(types::STALLED, Status::False, reasons::SUSPENDED, ""),
             ]
         }
-        Outcome::Applied { deployment } => {
+        Outcome::Applied { deployment, failure } => {
             observe_replicas(&mut status, deployment, endpoint);
-            rollout_conditions(&rollout(deployment))
+            match (rollout(deployment), failure) {
+                (Rollout::Complete { .. } | Rollout::DeadlineExceeded { .. }, _) | (_, None) => {
+                    rollout_conditions(&rollout(deployment))
+                }
+                (Rollout::InProgress { .. }, Some(failure)) => pod_failure_conditions(failure),
+            }
         }
     };
     for update in updates {
@@ -140,6 +147,22 @@ fn failure_conditions(e: &Error) -> Vec<ConditionUpdate> {
             set(types::STALLED, Status::False, "Retrying", ""),
         ]
     }
+}
+
+/// Pods that fail say why before the rollout deadline does. What only a
+/// spec change can fix stalls; what may pass (an unreachable store, a crash)
+/// keeps reconciling while the kubelet retries.
+fn pod_failure_conditions(failure: &PodFailure) -> Vec<ConditionUpdate> {
+    let reason = failure.reason.as_str();
+    let message = failure.message.as_str();
+    let stalled = if failure.needs_user_action { Status::True } else { Status::False };
+    let reconciling = if failure.needs_user_action { Status::False } else { Status::True };
+    vec![
+        set(types::READY, Status::False, reason, message),
+        set(types::RECONCILING, reconciling, reason, message),
+        set(types::PROGRESSING, Status::False, reason, message),
+        set(types::STALLED, stalled, reason, message),
+    ]
 }
 
 fn rollout_conditions(rollout: &Rollout) -> Vec<ConditionUpdate> {
@@ -219,7 +242,7 @@ mod tests {
     #[test]
     fn ready_when_every_desired_replica_is_updated_and_ready() {
         let d = deployment(2, 2, 2, 2, 2, 2);
-        let s = next_status(None, Some(5), URL, &Outcome::Applied { deployment: &d }, &at(1));
+        let s = next_status(None, Some(5), URL, &Outcome::Applied { deployment: &d, failure: None }, &at(1));
         assert_eq!(condition(&s, "Ready"), ("True".into(), "Available".into()));
         assert_eq!(condition(&s, "Reconciling").0, "False");
         assert_eq!(condition(&s, "Stalled").0, "False");
@@ -237,7 +260,7 @@ mod tests {
             ("old pods still there", deployment(2, 2, 2, 2, 2, 3)),
             ("not all updated", deployment(2, 2, 2, 1, 2, 2)),
         ] {
-            let s = next_status(None, Some(1), URL, &Outcome::Applied { deployment: &d }, &at(1));
+            let s = next_status(None, Some(1), URL, &Outcome::Applied { deployment: &d, failure: None }, &at(1));
             assert_eq!(condition(&s, "Ready"), ("False".into(), "RollingOut".into()), "{what}");
             assert_eq!(condition(&s, "Reconciling").0, "True", "{what}");
             assert_eq!(condition(&s, "Progressing").0, "True", "{what}");
@@ -256,7 +279,7 @@ mod tests {
             message: Some("ReplicaSet m-1 has timed out progressing.".into()),
             ..Default::default()
         }]);
-        let s = next_status(None, Some(1), URL, &Outcome::Applied { deployment: &d }, &at(1));
+        let s = next_status(None, Some(1), URL, &Outcome::Applied { deployment: &d, failure: None }, &at(1));
         assert_eq!(condition(&s, "Stalled"), ("True".into(), "ProgressDeadlineExceeded".into()));
         assert_eq!(condition(&s, "Ready").0, "False");
     }
@@ -293,9 +316,33 @@ mod tests {
     #[test]
     fn repeating_a_reconcile_changes_nothing() {
         let d = deployment(2, 2, 2, 2, 2, 2);
-        let first = next_status(None, Some(1), URL, &Outcome::Applied { deployment: &d }, &at(1));
-        let again = next_status(Some(&first), Some(1), URL, &Outcome::Applied { deployment: &d }, &at(99));
+        let first = next_status(None, Some(1), URL, &Outcome::Applied { deployment: &d, failure: None }, &at(1));
+        let again =
+            next_status(Some(&first), Some(1), URL, &Outcome::Applied { deployment: &d, failure: None }, &at(99));
         assert_eq!(first, again, "an idle model's status must not change");
+    }
+
+    #[test]
+    fn failing_pods_name_the_reason_before_the_deadline() {
+        let d = deployment(2, 2, 1, 1, 0, 1);
+        let checksum =
+            PodFailure { reason: "ChecksumMismatch".into(), message: "pod m-1: ...".into(), needs_user_action: true };
+        let s = next_status(None, Some(1), URL, &Outcome::Applied { deployment: &d, failure: Some(&checksum) }, &at(1));
+        assert_eq!(condition(&s, "Ready"), ("False".into(), "ChecksumMismatch".into()));
+        assert_eq!(condition(&s, "Stalled"), ("True".into(), "ChecksumMismatch".into()));
+        assert_eq!(condition(&s, "Reconciling").0, "False");
+
+        let store =
+            PodFailure { reason: "ModelStoreUnreachable".into(), message: "m".into(), needs_user_action: false };
+        let s = next_status(None, Some(1), URL, &Outcome::Applied { deployment: &d, failure: Some(&store) }, &at(1));
+        assert_eq!(condition(&s, "Ready"), ("False".into(), "ModelStoreUnreachable".into()));
+        assert_eq!(condition(&s, "Stalled").0, "False");
+        assert_eq!(condition(&s, "Reconciling").0, "True");
+
+        // Every replica ready: an old crash of one of them is history.
+        let done = deployment(2, 2, 1, 1, 1, 1);
+        let s = next_status(None, Some(1), URL, &Outcome::Applied { deployment: &done, failure: Some(&store) }, &at(1));
+        assert_eq!(condition(&s, "Ready"), ("True".into(), "Available".into()));
     }
 
     #[test]

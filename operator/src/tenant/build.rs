@@ -27,6 +27,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
+use crate::config::ModelStoreConfig;
 use crate::error::{Error, Result};
 
 /// Names of the objects the operator puts into a tenant namespace.
@@ -40,6 +41,7 @@ pub mod child_names {
     pub const POLICY_PLATFORM: &str = "ember-allow-platform";
     pub const POLICY_EXTRA_NAMESPACES: &str = "ember-allow-extra-namespaces";
     pub const POLICY_DATABASE: &str = "ember-allow-database";
+    pub const POLICY_MODEL_STORES: &str = "ember-allow-model-stores";
     pub const BINDING_OWNERS: &str = "ember-owners";
     pub const BINDING_EDITORS: &str = "ember-editors";
     pub const BINDING_VIEWERS: &str = "ember-viewers";
@@ -57,6 +59,14 @@ pub mod tenant_cluster_roles {
 pub struct DatabaseEndpoint {
     pub cidr: String,
     pub port: u16,
+}
+
+/// Where tenant pods may reach beyond their namespace: the tenant's
+/// database server and the platform's model stores.
+#[derive(Debug, Clone, Copy)]
+pub struct Egress<'a> {
+    pub database: Option<&'a DatabaseEndpoint>,
+    pub model_stores: &'a [ModelStoreConfig],
 }
 
 /// Everything the operator keeps in sync for one Tenant.
@@ -102,11 +112,7 @@ fn meta(name: &str, namespace: Option<&str>, tenant: &str, owner: &OwnerReferenc
 }
 
 /// Computes all children of `tenant`.
-pub fn desired_children(
-    tenant: &Tenant,
-    platform_namespace: &str,
-    database: Option<&DatabaseEndpoint>,
-) -> Result<TenantChildren> {
+pub fn desired_children(tenant: &Tenant, platform_namespace: &str, egress: Egress<'_>) -> Result<TenantChildren> {
     let name = tenant.name_any();
     let owner = owner_reference(tenant)?;
     let ns = namespace_for(&name);
@@ -114,7 +120,7 @@ pub fn desired_children(
         namespace: namespace(&name, &owner),
         quota: quota(tenant, &ns, &owner),
         limit_range: limit_range(&name, &ns, &owner),
-        network_policies: network_policies(tenant, &ns, platform_namespace, database, &owner),
+        network_policies: network_policies(tenant, &ns, platform_namespace, egress, &owner),
         service_account: ServiceAccount {
             metadata: meta(child_names::WORKLOAD_SERVICE_ACCOUNT, Some(&ns), &name, &owner),
             // Model pods never talk to the Kubernetes API.
@@ -225,7 +231,7 @@ fn network_policies(
     tenant: &Tenant,
     ns: &str,
     platform_namespace: &str,
-    database: Option<&DatabaseEndpoint>,
+    egress: Egress<'_>,
     owner: &OwnerReference,
 ) -> Vec<NetworkPolicy> {
     use child_names::*;
@@ -290,7 +296,7 @@ fn network_policies(
         }]
     };
     policies.push(policy(POLICY_EXTRA_NAMESPACES, &name, ns, owner, Some(extra_rules), None));
-    let database_rules = match database {
+    let database_rules = match egress.database {
         Some(db) => vec![NetworkPolicyEgressRule {
             to: Some(vec![NetworkPolicyPeer {
                 ip_block: Some(IPBlock { cidr: db.cidr.clone(), except: None }),
@@ -301,6 +307,20 @@ fn network_policies(
         None => vec![],
     };
     policies.push(policy(POLICY_DATABASE, &name, ns, owner, None, Some(database_rules)));
+    // One rule per store: its address range on its ports only. Always
+    // present (possibly empty) so removing the last store takes effect.
+    let store_rules = egress
+        .model_stores
+        .iter()
+        .map(|store| NetworkPolicyEgressRule {
+            to: Some(vec![NetworkPolicyPeer {
+                ip_block: Some(IPBlock { cidr: store.cidr.clone(), except: None }),
+                ..Default::default()
+            }]),
+            ports: Some(store.ports.iter().map(|p| port("TCP", i32::from(*p))).collect()),
+        })
+        .collect();
+    policies.push(policy(POLICY_MODEL_STORES, &name, ns, owner, None, Some(store_rules)));
     policies
 }
 
@@ -389,6 +409,8 @@ mod tests {
     use super::*;
     use ember_crds::tenant::{Member, TenantSpec};
 
+    const NO_EGRESS: Egress<'static> = Egress { database: None, model_stores: &[] };
+
     fn tenant() -> Tenant {
         let mut t = Tenant::new(
             "acme",
@@ -407,7 +429,7 @@ mod tests {
 
     #[test]
     fn namespace_is_restricted_labelled_and_owned() {
-        let children = desired_children(&tenant(), "ember-system", None).unwrap();
+        let children = desired_children(&tenant(), "ember-system", NO_EGRESS).unwrap();
         let ns = &children.namespace;
         assert_eq!(ns.metadata.name.as_deref(), Some("tenant-acme"));
         let labels = ns.metadata.labels.as_ref().unwrap();
@@ -423,7 +445,7 @@ mod tests {
     fn tenant_labels_are_not_copied_to_children() {
         let mut t = tenant();
         t.metadata.labels = Some(BTreeMap::from([("argocd.argoproj.io/instance".into(), "x".into())]));
-        let children = desired_children(&t, "ember-system", None).unwrap();
+        let children = desired_children(&t, "ember-system", NO_EGRESS).unwrap();
         assert!(!children.namespace.metadata.labels.unwrap().contains_key("argocd.argoproj.io/instance"));
     }
 
@@ -433,7 +455,7 @@ mod tests {
         t.spec.quota.cpu = Quantity("7".into());
         t.spec.quota.gpus = 2;
         t.spec.quota.model_deployments = 3;
-        let hard = desired_children(&t, "p", None).unwrap().quota.spec.unwrap().hard.unwrap();
+        let hard = desired_children(&t, "p", NO_EGRESS).unwrap().quota.spec.unwrap().hard.unwrap();
         assert_eq!(hard["requests.cpu"].0, "7");
         assert_eq!(hard["requests.nvidia.com/gpu"].0, "2");
         assert_eq!(hard["count/modeldeployments.ember.dev"].0, "3");
@@ -445,7 +467,9 @@ mod tests {
     fn network_policies_deny_by_default_and_allow_only_what_is_listed() {
         let mut t = tenant();
         let db = DatabaseEndpoint { cidr: "10.1.2.3/32".into(), port: 5432 };
-        let policies = desired_children(&t, "ember-system", Some(&db)).unwrap().network_policies;
+        let policies = desired_children(&t, "ember-system", Egress { database: Some(&db), model_stores: &[] })
+            .unwrap()
+            .network_policies;
         let by_name = |n: &str| policies.iter().find(|p| p.metadata.name.as_deref() == Some(n)).unwrap().clone();
         let deny = by_name(child_names::POLICY_DEFAULT_DENY).spec.unwrap();
         assert_eq!(deny.policy_types.unwrap(), vec!["Ingress", "Egress"]);
@@ -458,7 +482,7 @@ mod tests {
         assert_eq!(database[0].to.as_ref().unwrap()[0].ip_block.as_ref().unwrap().cidr, "10.1.2.3/32");
 
         t.spec.network.allow_from_namespaces = vec!["ingress-nginx".into()];
-        let policies = desired_children(&t, "ember-system", None).unwrap().network_policies;
+        let policies = desired_children(&t, "ember-system", NO_EGRESS).unwrap().network_policies;
         let extra = policies.iter().find(|p| p.metadata.name.as_deref() == Some(child_names::POLICY_EXTRA_NAMESPACES));
         let rules = extra.unwrap().spec.clone().unwrap().ingress.unwrap();
         let selector = rules[0].from.as_ref().unwrap()[0].namespace_selector.clone().unwrap();
@@ -466,8 +490,33 @@ mod tests {
     }
 
     #[test]
+    fn model_stores_are_the_only_other_egress() {
+        let stores = [
+            ModelStoreConfig { name: "a".into(), cidr: "10.89.0.1/32".into(), ports: vec![8000] },
+            ModelStoreConfig { name: "b".into(), cidr: "10.2.0.0/16".into(), ports: vec![443, 80] },
+        ];
+        let egress = Egress { database: None, model_stores: &stores };
+        let policies = desired_children(&tenant(), "ember-system", egress).unwrap().network_policies;
+        let stores_policy =
+            policies.iter().find(|p| p.metadata.name.as_deref() == Some(child_names::POLICY_MODEL_STORES)).unwrap();
+        let spec = stores_policy.spec.clone().unwrap();
+        assert_eq!(spec.policy_types.unwrap(), vec!["Egress"]);
+        let rules = spec.egress.unwrap();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0].to.as_ref().unwrap()[0].ip_block.as_ref().unwrap().cidr, "10.89.0.1/32");
+        let ports: Vec<_> = rules[1].ports.as_ref().unwrap().iter().map(|p| p.port.clone().unwrap()).collect();
+        assert_eq!(ports, vec![IntOrString::Int(443), IntOrString::Int(80)]);
+
+        // Without stores the policy stays, allowing nothing.
+        let policies = desired_children(&tenant(), "ember-system", NO_EGRESS).unwrap().network_policies;
+        let empty =
+            policies.iter().find(|p| p.metadata.name.as_deref() == Some(child_names::POLICY_MODEL_STORES)).unwrap();
+        assert_eq!(empty.spec.clone().unwrap().egress, None);
+    }
+
+    #[test]
     fn role_bindings_map_owners_and_members_to_cluster_roles() {
-        let bindings = desired_children(&tenant(), "p", None).unwrap().role_bindings;
+        let bindings = desired_children(&tenant(), "p", NO_EGRESS).unwrap().role_bindings;
         let subjects = |i: usize| -> Vec<String> {
             bindings[i].subjects.clone().unwrap().into_iter().map(|s| format!("{}:{}", s.kind, s.name)).collect()
         };
@@ -481,7 +530,7 @@ mod tests {
 
     #[test]
     fn reader_role_grants_get_on_the_own_tenant_only() {
-        let children = desired_children(&tenant(), "p", None).unwrap();
+        let children = desired_children(&tenant(), "p", NO_EGRESS).unwrap();
         let rule = &children.reader_role.rules.unwrap()[0];
         assert_eq!(rule.resource_names.as_deref(), Some(&["acme".to_owned()][..]));
         assert_eq!(rule.verbs, vec!["get"]);
@@ -490,7 +539,7 @@ mod tests {
 
     #[test]
     fn workload_service_account_has_no_token() {
-        let sa = desired_children(&tenant(), "p", None).unwrap().service_account;
+        let sa = desired_children(&tenant(), "p", NO_EGRESS).unwrap().service_account;
         assert_eq!(sa.automount_service_account_token, Some(false));
     }
 

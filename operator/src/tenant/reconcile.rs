@@ -15,7 +15,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
-use super::build::{DatabaseEndpoint, desired_children, namespace_belongs_to};
+use super::build::{DatabaseEndpoint, Egress, desired_children, namespace_belongs_to};
 use super::status::{Observed, Outcome, initial_status, next_status};
 use super::{apply, database};
 use crate::context::Context;
@@ -139,8 +139,8 @@ async fn converge_steps(tenant: &Tenant, ctx: &Context, observed: &mut Observed)
     let name = tenant.name_any();
     let placement = database::placement(tenant, ctx).map_err(Step::Database);
     let endpoint: Option<DatabaseEndpoint> = placement.as_ref().ok().and_then(database::endpoint);
-    let children =
-        desired_children(tenant, &ctx.config.platform_namespace, endpoint.as_ref()).map_err(Step::Namespace)?;
+    let egress = Egress { database: endpoint.as_ref(), model_stores: &ctx.config.model_stores };
+    let children = desired_children(tenant, &ctx.config.platform_namespace, egress).map_err(Step::Namespace)?;
 
     ensure_namespace_is_ours(tenant, ctx).await.map_err(Step::Namespace)?;
     apply::apply_namespace(&ctx.client, &children).await.map_err(Step::Namespace)?;
