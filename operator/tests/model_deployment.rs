@@ -10,7 +10,6 @@
 mod common;
 
 use common::*;
-use ember_crds::conditions::find_condition;
 use ember_crds::model_deployment::ModelDeployment;
 use ember_crds::tenant::Tenant;
 use ember_testenv::{GPU_NODE, Postgres, poll};
@@ -46,42 +45,6 @@ fn minilm(namespace: &str, name: &str, replicas: (i32, i32)) -> ModelDeployment 
         },
     }))
     .unwrap()
-}
-
-/// Waits until `check` holds for the ModelDeployment; returns it.
-async fn wait_for_md(
-    api: &Api<ModelDeployment>,
-    name: &str,
-    what: &str,
-    check: impl Fn(&ModelDeployment) -> bool,
-) -> ModelDeployment {
-    let result = poll::until_async(what, TIMEOUT, async || {
-        let md = api.get_opt(name).await.map_err(|e| ember_testenv::Error::Kube(e.to_string()))?;
-        Ok(md.filter(|m| check(m)))
-    })
-    .await;
-    match result {
-        Ok(md) => md,
-        Err(e) => {
-            let current = api.get_opt(name).await.ok().flatten().and_then(|m| m.status);
-            panic!("{e}; model deployment {name} status: {current:#?}")
-        }
-    }
-}
-
-/// `type=status` (with `reason` if given), computed for the current generation.
-fn md_condition(md: &ModelDeployment, type_: &str, status: &str, reason: Option<&str>) -> bool {
-    let Some(s) = md.status.as_ref() else { return false };
-    s.observed_generation == md.metadata.generation
-        && find_condition(&s.conditions, type_).is_some_and(|c| {
-            c.status == status
-                && c.observed_generation == md.metadata.generation
-                && reason.is_none_or(|r| c.reason == r)
-        })
-}
-
-fn md_ready(md: &ModelDeployment) -> bool {
-    md_condition(md, "Ready", "True", None)
 }
 
 /// Waits until `get` returns an object that passes `check`.

@@ -11,11 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ember_crds::conditions::find_condition;
+use ember_crds::model_deployment::ModelDeployment;
 use ember_crds::tenant::Tenant;
 use ember_operator::config::{DatabaseServerConfig, OperatorConfig};
 use ember_operator::context::Context;
 use ember_operator::metrics::Metrics;
-use ember_testenv::{Postgres, install_crds, poll, shared_control_plane};
+use ember_testenv::{ControlPlane, Postgres, install_crds, poll, shared_control_plane};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -28,7 +29,11 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An admin client with CRDs, RBAC and the platform namespace in place.
 pub async fn admin_client() -> Client {
-    let cp = shared_control_plane().unwrap();
+    admin_client_of(shared_control_plane().unwrap()).await
+}
+
+/// [`admin_client`] for a control plane of the test's own.
+pub async fn admin_client_of(cp: &ControlPlane) -> Client {
     let client = cp.client().await.unwrap();
     install_crds(&client, &ember_crds::crd_yaml::all_crds()).await.unwrap();
     let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": PLATFORM_NAMESPACE}})).unwrap();
@@ -43,7 +48,11 @@ pub async fn admin_client() -> Client {
 
 /// A client that acts as the operator's ServiceAccount.
 pub async fn operator_client() -> Client {
-    let cp = shared_control_plane().unwrap();
+    operator_client_of(shared_control_plane().unwrap()).await
+}
+
+/// [`operator_client`] for a control plane of the test's own.
+pub async fn operator_client_of(cp: &ControlPlane) -> Client {
     let kubeconfig = Kubeconfig::read_from(cp.kubeconfig()).unwrap();
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
     config.auth_info.impersonate = Some(OPERATOR_USER.into());
@@ -86,7 +95,12 @@ impl RunningOperator {
             database_servers: servers,
             ..Default::default()
         };
-        let ctx = Arc::new(Context::new(operator_client().await, config, Metrics::default()));
+        Self::start_with(operator_client().await, config)
+    }
+
+    /// The controllers with `config`, acting through `client`.
+    pub fn start_with(client: Client, config: OperatorConfig) -> Self {
+        let ctx = Arc::new(Context::new(client, config, Metrics::default()));
         let (stop, mut stop_rx) = watch::channel(false);
         let shutdown = async move {
             while !*stop_rx.borrow() {
@@ -256,4 +270,51 @@ where
     })
     .await
     .unwrap();
+}
+
+/// Waits until `check` holds for the ModelDeployment; returns it.
+pub async fn wait_for_md(
+    api: &Api<ModelDeployment>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&ModelDeployment) -> bool,
+) -> ModelDeployment {
+    wait_for_md_within(api, name, what, TIMEOUT, check).await
+}
+
+/// [`wait_for_md`] with a deadline of the caller's.
+pub async fn wait_for_md_within(
+    api: &Api<ModelDeployment>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&ModelDeployment) -> bool,
+) -> ModelDeployment {
+    let result = poll::until_async(what, timeout, async || {
+        let md = api.get_opt(name).await.map_err(|e| ember_testenv::Error::Kube(e.to_string()))?;
+        Ok(md.filter(|m| check(m)))
+    })
+    .await;
+    match result {
+        Ok(md) => md,
+        Err(e) => {
+            let current = api.get_opt(name).await.ok().flatten().and_then(|m| m.status);
+            panic!("{e}; model deployment {name} status: {current:#?}")
+        }
+    }
+}
+
+/// `type=status` (with `reason` if given), computed for the current generation.
+pub fn md_condition(md: &ModelDeployment, type_: &str, status: &str, reason: Option<&str>) -> bool {
+    let Some(s) = md.status.as_ref() else { return false };
+    s.observed_generation == md.metadata.generation
+        && find_condition(&s.conditions, type_).is_some_and(|c| {
+            c.status == status
+                && c.observed_generation == md.metadata.generation
+                && reason.is_none_or(|r| c.reason == r)
+        })
+}
+
+pub fn md_ready(md: &ModelDeployment) -> bool {
+    md_condition(md, "Ready", "True", None)
 }
