@@ -46,7 +46,11 @@ fi
 
 if [[ "${EMBER_IMAGES_SKIP_BUILD:-0}" != 1 ]]; then
   echo "building release binaries into $CARGO_TARGET_DIR/release" >&2
-  cargo build --release -p ember-runtime -p ember-operator -p ember-api -p ember-images --bins >&2
+  # The same build as the test suite's (`cargo test --release`), which also
+  # links every binary: a `cargo build --bins` resolves features without the
+  # dev-dependencies and would recompile ~30 shared crates, then the tests
+  # would recompile them back.
+  cargo test --release --workspace --no-run >&2
 fi
 
 release="$CARGO_TARGET_DIR/release"
