@@ -35,6 +35,10 @@ struct Args {
     /// The issuer's JWKS document (https; http only on loopback).
     #[arg(long, env = "EMBER_API_JWKS_URI")]
     jwks_uri: Option<String>,
+    /// PEM file of private CAs to trust for the JWKS URI (an identity
+    /// provider behind an internal CA), besides the public roots.
+    #[arg(long, env = "EMBER_API_JWKS_CA_FILE")]
+    jwks_ca_file: Option<std::path::PathBuf>,
     /// Accepted token algorithms (asymmetric only), comma-separated.
     #[arg(long, env = "EMBER_API_JWT_ALGORITHMS", value_delimiter = ',', default_value = "RS256,ES256")]
     jwt_algorithms: Vec<String>,
@@ -79,6 +83,7 @@ impl Args {
             .map(|a| Algorithm::from_str(a.trim()).map_err(|_| anyhow::anyhow!("unknown JWT algorithm '{a}'")))
             .collect::<anyhow::Result<_>>()?;
         settings.leeway_seconds = self.jwt_leeway_seconds;
+        settings.jwks_ca_file = self.jwks_ca_file.clone();
         settings.username_claim = self.jwt_username_claim.clone();
         settings.groups_claim = self.jwt_groups_claim.clone();
         Ok(Some(Arc::new(JwtVerifier::new(settings)?)))

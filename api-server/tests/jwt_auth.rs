@@ -181,6 +181,25 @@ fn symmetric_algorithms_and_plain_http_key_sets_are_refused_at_start() {
     assert!(error.contains("must use https"), "{error}");
 }
 
+#[test]
+fn a_private_ca_file_must_hold_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = JwtSettings::new(ISSUER, AUDIENCE, "https://idp.example/jwks.json");
+    settings.jwks_ca_file = Some(dir.path().join("missing.pem"));
+    let error = JwtVerifier::new(settings.clone()).unwrap_err().to_string();
+    assert!(error.contains("JWKS CA file") && error.contains("missing.pem"), "{error}");
+
+    std::fs::write(dir.path().join("empty.pem"), "not a certificate\n").unwrap();
+    settings.jwks_ca_file = Some(dir.path().join("empty.pem"));
+    let error = JwtVerifier::new(settings.clone()).unwrap_err().to_string();
+    assert!(error.contains("no PEM certificate"), "{error}");
+
+    let ca = rcgen::generate_simple_self_signed(vec!["idp.example".to_owned()]).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.cert.pem()).unwrap();
+    settings.jwks_ca_file = Some(dir.path().join("ca.pem"));
+    JwtVerifier::new(settings).unwrap();
+}
+
 #[tokio::test]
 async fn without_an_identity_provider_only_probes_answer() {
     let addr = spawn(ember_api::router(ember_api::Surface::ProbesOnly)).await;

@@ -34,20 +34,36 @@ struct Cached {
     attempted_at: Option<Instant>,
 }
 
+/// The certificates of a PEM bundle; an unreadable file or one without a
+/// certificate is a configuration error, not an empty trust list.
+fn private_cas(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>> {
+    let fail = |reason: String| Error::Config(format!("JWKS CA file {}: {reason}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| fail(e.to_string()))?;
+    if certificates.is_empty() {
+        return Err(fail("no PEM certificate in it".into()));
+    }
+    Ok(certificates)
+}
+
 impl KeyCache {
     /// `uri` must be `https://`, or `http://` to a loopback address (local
-    /// development and tests).
-    pub fn new(uri: &str, min_refresh_interval: Duration) -> Result<Self> {
+    /// development and tests). `extra_ca` names a PEM bundle of private CAs
+    /// trusted for it besides the public roots.
+    pub fn new(uri: &str, extra_ca: Option<&std::path::Path>, min_refresh_interval: Duration) -> Result<Self> {
         let uri = reqwest::Url::parse(uri).map_err(|e| Error::Config(format!("JWKS URI '{uri}': {e}")))?;
         let loopback = matches!(uri.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
         if uri.scheme() != "https" && !(uri.scheme() == "http" && loopback) {
             return Err(Error::Config(format!("JWKS URI '{uri}' must use https (http only for loopback)")));
         }
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
+        let mut builder =
+            reqwest::Client::builder().timeout(Duration::from_secs(10)).redirect(reqwest::redirect::Policy::none());
+        if let Some(path) = extra_ca {
+            for certificate in private_cas(path)? {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let client = builder.build().map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
         Ok(Self { uri, client, min_refresh_interval, cached: RwLock::default(), refreshing: Mutex::new(()) })
     }
 

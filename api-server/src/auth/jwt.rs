@@ -28,6 +28,10 @@ pub struct JwtSettings {
     pub audience: String,
     /// Where the issuer publishes its signing keys (JWKS).
     pub jwks_uri: String,
+    /// PEM bundle of CAs to trust for the JWKS URI besides the public
+    /// roots: identity providers behind a private CA.
+    #[serde(default)]
+    pub jwks_ca_file: Option<std::path::PathBuf>,
     /// Accepted signature algorithms; asymmetric only.
     pub algorithms: Vec<Algorithm>,
     /// Clock skew tolerated on `exp` and `nbf`.
@@ -48,6 +52,7 @@ impl JwtSettings {
             issuer: issuer.into(),
             audience: audience.into(),
             jwks_uri: jwks_uri.into(),
+            jwks_ca_file: None,
             algorithms: vec![Algorithm::RS256, Algorithm::ES256],
             leeway_seconds: 30,
             username_claim: "sub".to_owned(),
@@ -78,7 +83,11 @@ impl JwtVerifier {
         if settings.issuer.is_empty() || settings.audience.is_empty() {
             return Err(Error::Config("JWT issuer and audience must not be empty".into()));
         }
-        let keys = KeyCache::new(&settings.jwks_uri, Duration::from_secs(settings.jwks_min_refresh_seconds))?;
+        let keys = KeyCache::new(
+            &settings.jwks_uri,
+            settings.jwks_ca_file.as_deref(),
+            Duration::from_secs(settings.jwks_min_refresh_seconds),
+        )?;
         Ok(Self { settings, keys })
     }
 

@@ -5,10 +5,11 @@
 //! (beyond the startup budget, so many minutes). The pods know at once: a
 //! container that exited with ember-runtime's termination message
 //! (`ChecksumMismatch: ...`, `ModelStoreUnreachable: ...`), one the kernel
-//! OOM-killed, an image that cannot be found. That becomes the `Ready`
-//! condition's reason within a kubelet status round trip.
+//! OOM-killed, an image that cannot be found; the scheduler knows when no
+//! node has room. That becomes the `Ready` condition's reason within a
+//! status round trip.
 
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
 
 /// Container waiting reasons that mean "this will not start by itself soon".
 const STUCK_WAITING_REASONS: [&str; 6] = [
@@ -42,8 +43,25 @@ pub fn failure_of(pods: &[Pod]) -> Option<PodFailure> {
     live.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     live.into_iter().find_map(|pod| {
         let name = pod.metadata.name.as_deref().unwrap_or_default();
-        let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
-        statuses.iter().find_map(|status| container_failure(name, status))
+        let status = pod.status.as_ref()?;
+        if let Some(unschedulable) = unschedulable(name, status) {
+            return Some(unschedulable);
+        }
+        status.container_statuses.as_ref()?.iter().find_map(|status| container_failure(name, status))
+    })
+}
+
+/// The scheduler found no node with room (CPU, memory, GPUs) for the pod.
+/// Capacity may come (autoscaler, other pods leaving), so it is not stalled.
+fn unschedulable(pod: &str, status: &PodStatus) -> Option<PodFailure> {
+    let condition =
+        status.conditions.as_ref()?.iter().find(|c| {
+            c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")
+        })?;
+    Some(PodFailure {
+        reason: "Unschedulable".into(),
+        message: format!("pod {pod} cannot be scheduled: {}", condition.message.as_deref().unwrap_or_default()),
+        needs_user_action: false,
     })
 }
 
@@ -174,6 +192,20 @@ mod tests {
             ),
         );
         assert_eq!(failure_of(&[panic]).unwrap().reason, "CrashLoopBackOff");
+    }
+
+    #[test]
+    fn pods_without_room_are_unschedulable() {
+        let p: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "m-1"},
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                "reason": "Unschedulable", "message": "0/2 nodes are available: 1 Insufficient cpu."}]}
+        }))
+        .unwrap();
+        let failure = failure_of(&[p]).unwrap();
+        assert_eq!(failure.reason, "Unschedulable");
+        assert!(failure.message.contains("Insufficient cpu"), "{}", failure.message);
+        assert!(!failure.needs_user_action);
     }
 
     #[test]
