@@ -13,11 +13,12 @@
 # release download sites; the Go module proxy is the one source we may use.
 set -euo pipefail
 
-K8S_VERSION=v1.37.2
 ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.8.0
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=tools/k8s/version.sh
+source "$here/tools/k8s/version.sh"
 cache_root="${EMBER_CACHE_DIR:-$HOME/.cache/ember}"
 bin_dir="${EMBER_CP_BIN:-$cache_root/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION}"
 
@@ -34,14 +35,7 @@ mkdir -p "$bin_dir"
 staging="$(mktemp -d "$bin_dir/.build.XXXXXX")"
 trap 'rm -rf "$staging"' EXIT
 
-# Version ldflags: without them /version reports v0.0.0-master and clients
-# that parse the server version (kube-rs, kubectl skew warnings) get confused.
-minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
-ld="-s -w"
-for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-  ld+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
-  ld+=" -X $p.gitCommit=0000000000000000000000000000000000000000 -X $p.buildDate=1970-01-01T00:00:00Z"
-done
+ld="$(k8s_ldflags)"
 
 echo "building Kubernetes $K8S_VERSION control plane into $bin_dir (cold: ~20-40 min on 2 cores)" >&2
 (cd "$here/tools/k8s" && go build -ldflags "$ld" -o "$staging/" \

@@ -16,7 +16,6 @@
 # binary is already there.
 set -euo pipefail
 
-K8S_VERSION=v1.37.2
 CONTAINERD_VERSION=v2.4.2
 RUNC_VERSION=v1.4.4
 CNI_VERSION=v1.10.0
@@ -24,6 +23,8 @@ COREDNS_VERSION=v1.15.0
 PAUSE_VERSION=3.10.2
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=tools/k8s/version.sh
+source "$here/tools/k8s/version.sh"
 cache_root="${EMBER_CACHE_DIR:-$HOME/.cache/ember}"
 bin_dir="${EMBER_NODE_BIN:-$cache_root/bin/node-k8s-$K8S_VERSION-containerd-$CONTAINERD_VERSION-runc-$RUNC_VERSION-cni-$CNI_VERSION-coredns-$COREDNS_VERSION}"
 
@@ -42,13 +43,7 @@ staging="$(mktemp -d "$bin_dir/.build.XXXXXX")"
 trap 'rm -rf "$staging"' EXIT
 mkdir -p "$staging/cni"
 
-# Same version stamps as the control plane, so the node reports v1.37.2.
-minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
-ld="-s -w"
-for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-  ld+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
-  ld+=" -X $p.gitCommit=0000000000000000000000000000000000000000 -X $p.buildDate=1970-01-01T00:00:00Z"
-done
+ld="$(k8s_ldflags)"
 echo "building kubelet and kube-proxy $K8S_VERSION into $bin_dir" >&2
 (cd "$here/tools/k8s" && CGO_ENABLED=0 go build -ldflags "$ld" -o "$staging/" \
   k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)
