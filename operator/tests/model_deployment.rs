@@ -52,12 +52,7 @@ async fn wait_for<K>(api: &Api<K>, name: &str, what: &str, check: impl Fn(&K) ->
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    poll::until_async(what, TIMEOUT, async || {
-        let object = api.get_opt(name).await.map_err(|e| ember_testenv::Error::Kube(e.to_string()))?;
-        Ok(object.filter(|o| check(o)))
-    })
-    .await
-    .unwrap()
+    wait_until(api, name, what, TIMEOUT, check, |object: K| object).await
 }
 
 fn args(deployment: &Deployment) -> Vec<String> {

@@ -290,7 +290,10 @@ fn remove_stale_dirs() {
         }
         let owner = std::fs::read_to_string(entry.path().join(OWNER_FILE)).unwrap_or_default();
         let owner_alive = !owner.trim().is_empty() && Path::new("/proc").join(owner.trim()).exists();
-        if !owner_alive {
+        // A crashed real node's dir still has mounts (and maybe running
+        // containers): only the next real node's start clears it safely.
+        let holds_a_node = crate::node::recorded_root().is_some_and(|root| root.starts_with(entry.path()));
+        if !owner_alive && !holds_a_node {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

@@ -131,17 +131,34 @@ impl Drop for RunningOperator {
 
 /// Waits until `check` holds for the Tenant; returns it.
 pub async fn wait_for_tenant(client: &Client, name: &str, what: &str, check: impl Fn(&Tenant) -> bool) -> Tenant {
-    let api: Api<Tenant> = Api::all(client.clone());
-    let result = poll::until_async(what, TIMEOUT, async || {
-        let tenant = api.get_opt(name).await.map_err(|e| ember_testenv::Error::Kube(e.to_string()))?;
-        Ok(tenant.filter(|t| check(t)))
+    wait_until(&Api::all(client.clone()), name, what, TIMEOUT, check, |t: Tenant| t.status).await
+}
+
+/// Waits until `api` has `name` and it passes `check`; returns it. On
+/// timeout, panics with what `report` picks from the object as it is then
+/// (its status, say: the part that tells why).
+pub async fn wait_until<K, R>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&K) -> bool,
+    report: impl Fn(K) -> R,
+) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    R: std::fmt::Debug,
+{
+    let result = poll::until_async(what, timeout, async || {
+        let object = api.get_opt(name).await.map_err(|e| ember_testenv::Error::Kube(e.to_string()))?;
+        Ok(object.filter(|o| check(o)))
     })
     .await;
     match result {
-        Ok(tenant) => tenant,
+        Ok(object) => object,
         Err(e) => {
-            let current = api.get_opt(name).await.ok().flatten().and_then(|t| t.status);
-            panic!("{e}; tenant {name} status: {current:#?}")
+            let current = api.get_opt(name).await.ok().flatten().map(report);
+            panic!("{e}; {name} is now: {current:#?}")
         }
     }
 }
@@ -290,18 +307,7 @@ pub async fn wait_for_md_within(
     timeout: Duration,
     check: impl Fn(&ModelDeployment) -> bool,
 ) -> ModelDeployment {
-    let result = poll::until_async(what, timeout, async || {
-        let md = api.get_opt(name).await.map_err(|e| ember_testenv::Error::Kube(e.to_string()))?;
-        Ok(md.filter(|m| check(m)))
-    })
-    .await;
-    match result {
-        Ok(md) => md,
-        Err(e) => {
-            let current = api.get_opt(name).await.ok().flatten().and_then(|m| m.status);
-            panic!("{e}; model deployment {name} status: {current:#?}")
-        }
-    }
+    wait_until(api, name, what, timeout, check, |m: ModelDeployment| m.status).await
 }
 
 /// `type=status` (with `reason` if given), computed for the current generation.

@@ -264,6 +264,7 @@ pub fn corefile(layout: &NodeLayout) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn layout() -> NodeLayout {

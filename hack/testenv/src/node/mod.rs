@@ -13,6 +13,8 @@ pub mod config;
 mod network;
 mod reaper;
 
+pub(crate) use reaper::recorded_root;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;

@@ -25,6 +25,14 @@ pub fn record_root(root: &Path) -> Result<(), Error> {
         .map_err(|source| Error::Io { context: "recording the node's directory".into(), source })
 }
 
+/// The directory of the last node started on this machine, unless its
+/// teardown already removed it. Only the next node's start may delete it:
+/// it holds mounts that must go first.
+pub fn recorded_root() -> Option<PathBuf> {
+    let root = std::fs::read(state_file()).ok()?;
+    Some(PathBuf::from(String::from_utf8_lossy(&root).into_owned()))
+}
+
 /// Removes every trace of a node whose binaries live in `bin`. Best effort.
 pub fn clear_leftovers(bin: &Path) {
     // Twice: a process may fork while we scan.
@@ -35,8 +43,7 @@ pub fn clear_leftovers(bin: &Path) {
         std::thread::sleep(Duration::from_millis(200));
     }
     let _ = network::run(&bin.join("kube-proxy").to_string_lossy(), &["--cleanup"]);
-    if let Ok(root) = std::fs::read(state_file()) {
-        let root = PathBuf::from(String::from_utf8_lossy(&root).into_owned());
+    if let Some(root) = recorded_root() {
         unmount_below(&root);
         let _ = std::fs::remove_dir_all(&root);
         let _ = std::fs::remove_file(state_file());
