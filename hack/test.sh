@@ -15,6 +15,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ember/target}"
 EMBER_CP_BIN="$(bash hack/build-control-plane.sh | tail -n 1)"
 EMBER_NODE_BIN="$(bash hack/build-node.sh | tail -n 1)"
-EMBER_IMAGES_DIR="$(bash hack/build-images.sh | tail -n 1)"
+images="$(bash hack/build-images.sh)"
+EMBER_IMAGES_DIR="$(tail -n 1 <<<"$images")"
 export EMBER_CP_BIN EMBER_NODE_BIN EMBER_IMAGES_DIR
+# Reproducible images: the same inputs again give the same digests.
+if [[ "$(bash hack/build-images.sh 2>/dev/null)" != "$images" ]]; then
+  echo "hack/build-images.sh gave other digests on a second run:" >&2
+  echo "$images" >&2; bash hack/build-images.sh 2>/dev/null >&2; exit 1
+fi
+echo "images reproducible:" >&2; head -n 3 <<<"$images" >&2
 cargo test --release --workspace "$@"
