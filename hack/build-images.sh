@@ -39,7 +39,10 @@ version="$(workspace_package version)"
 source_url="$(workspace_package repository)"
 [[ -n $version && -n $source_url ]] || { echo "no version or repository under [workspace.package] in Cargo.toml" >&2; exit 1; }
 revision="${EMBER_IMAGE_REVISION:-$(git rev-parse HEAD)}"
-export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct)}"
+# Not exported: the C build scripts (ring, psm, onig_sys through cc) rerun
+# when SOURCE_DATE_EPOCH changes, so cargo would rebuild ~30 crates here
+# and again for the tests. Only ember-image gets it.
+source_date_epoch="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct)}"
 if [[ -n "$(git status --porcelain 2>/dev/null)" ]]; then
   echo "warning: uncommitted changes; the images still say revision $revision" >&2
 fi
@@ -67,7 +70,7 @@ for name in "${images[@]}"; do
     --image-version "$version" \
     --revision "$revision" \
     --source "$source_url" \
-    --source-date-epoch "$SOURCE_DATE_EPOCH" \
+    --source-date-epoch "$source_date_epoch" \
     --output "$out/$name.oci.tar")"
   echo "$name $digest"
 done
