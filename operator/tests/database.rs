@@ -136,7 +136,11 @@ async fn passwords_reach_neither_our_logs_nor_the_server_log() {
             move || logs.clone()
         })
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // Process-wide, not a thread default: tracing caches each callsite's
+    // interest, and an event first seen on another test's thread (without
+    // a subscriber) could otherwise stay disabled here (seen in CI: the
+    // capture stayed empty). Only this test installs a subscriber.
+    tracing::subscriber::set_global_default(subscriber).unwrap();
 
     let (password, rotated) = (random_password(), random_password());
     ensure_tenant_database(&pool, "quiet", 2, &password).await.unwrap();
