@@ -172,21 +172,10 @@ impl RealNode {
 
     /// Runs `ctr` against this node's containerd in the Kubernetes namespace.
     pub fn ctr(&self, args: &[&str]) -> Result<String, Error> {
-        let out = Command::new(self.layout.bin.join("ctr"))
-            .arg("--address")
-            .arg(self.layout.containerd_socket())
-            .args(["--namespace", "k8s.io"])
-            .args(args)
-            .output()
-            .map_err(|source| Error::Spawn { name: "ctr".into(), source })?;
-        if !out.status.success() {
-            return Err(Error::Node(format!(
-                "ctr {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        let socket = self.layout.containerd_socket();
+        let socket = socket.to_string_lossy();
+        let all = [&["--address", socket.as_ref(), "--namespace", "k8s.io"], args].concat();
+        output(&self.layout.bin.join("ctr").to_string_lossy(), &all)
     }
 
     /// Log of a node component (`kubelet`, `containerd`, ...), for diagnostics.
@@ -202,6 +191,27 @@ impl Drop for RealNode {
         }
         reaper::clear_leftovers(&self.layout.bin);
     }
+}
+
+/// Runs a command, failing with its stderr.
+fn run(program: &str, args: &[&str]) -> Result<(), Error> {
+    output(program, args).map(|_| ())
+}
+
+/// Runs a command; its stdout, or an error with its stderr.
+fn output(program: &str, args: &[&str]) -> Result<String, Error> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|source| Error::Spawn { name: program.to_owned(), source })?;
+    if !out.status.success() {
+        return Err(Error::Node(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn check_root() -> Result<(), Error> {

@@ -7,9 +7,8 @@
 //! time (see [`super::NodeLock`]) and why teardown removes exactly what setup
 //! added.
 
-use std::process::Command;
-
 use super::config::{BRIDGE, GATEWAY, POD_PREFIX, SERVICE_SUBNET};
+use super::{output, run};
 use crate::Error;
 
 /// iptables chain that confines forwarding to the bridge.
@@ -69,24 +68,4 @@ fn write_sysctl(key: &str, value: &str) -> Result<(), Error> {
 
 fn iptables(args: &[&str]) -> Result<(), Error> {
     run("iptables", &[&["-w", "5"], args].concat())
-}
-
-/// Runs a command, failing with its stderr.
-pub(super) fn run(program: &str, args: &[&str]) -> Result<(), Error> {
-    output(program, args).map(|_| ())
-}
-
-fn output(program: &str, args: &[&str]) -> Result<String, Error> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|source| Error::Spawn { name: program.to_owned(), source })?;
-    if !out.status.success() {
-        return Err(Error::Node(format!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -42,7 +42,7 @@ pub fn clear_leftovers(bin: &Path) {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let _ = network::run(&bin.join("kube-proxy").to_string_lossy(), &["--cleanup"]);
+    let _ = super::run(&bin.join("kube-proxy").to_string_lossy(), &["--cleanup"]);
     if let Some(root) = recorded_root() {
         unmount_below(&root);
         let _ = std::fs::remove_dir_all(&root);
