@@ -9,7 +9,7 @@
 # (hack/build-images.sh). The tests run in the same release build as the
 # images, so the workspace is compiled once, not once for tests and once
 # for images. The real-node tests need root.
-# Extra arguments go to `cargo test`.
+# Extra arguments go to `cargo test` (and skip the dev.sh check).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ember/target}"
@@ -25,3 +25,10 @@ if [[ "$(bash hack/build-images.sh 2>/dev/null)" != "$images" ]]; then
 fi
 echo "images reproducible:" >&2; head -n 3 <<<"$images" >&2
 cargo test --release --workspace "$@"
+# The README's main command end to end, as the last test: config/default
+# in-cluster (operator and ember-api in pods from the local images), the
+# example Tenant and MiniLM on the real node, embeddings through ember-api
+# checked against the reference. Skipped when arguments select tests.
+if [[ $# -eq 0 ]]; then
+  bash hack/dev.sh --check
+fi
