@@ -344,8 +344,124 @@ fn wants_binary(request: &InferenceRequest, output: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::model::Architecture;
+
+    fn text_model() -> ModelInfo {
+        ModelInfo {
+            architecture: Architecture::Bert,
+            task: Task::Embedding,
+            output_width: 4,
+            input: InputKind::Text { vocab_size: 100, max_positions: 16 },
+            labels: None,
+        }
+    }
+
+    fn feature_model() -> ModelInfo {
+        ModelInfo {
+            architecture: Architecture::Mlp,
+            task: Task::Regression,
+            output_width: 1,
+            input: InputKind::Features { width: 3 },
+            labels: None,
+        }
+    }
+
+    /// Everything a request goes through before the model: parse, decode,
+    /// turn into items, validate. Must answer Ok or a 400, never panic.
+    fn decode_for(info: &ModelInfo, body: &[u8], header_length: Option<&str>) -> Result<Vec<Item>> {
+        let (request, binary) = parse_request(body, header_length)?;
+        let inputs = decode_inputs(&request, &binary)?;
+        let items = items_from(info, &inputs)?;
+        items.iter().try_for_each(|item| info.validate(item))?;
+        Ok(items)
+    }
+
+    fn assert_no_panic_and_400(body: &[u8], header_length: Option<&str>) {
+        for info in [text_model(), feature_model()] {
+            if let Err(e) = decode_for(&info, body, header_length) {
+                assert!(matches!(e, Error::BadRequest(_)), "not a 400: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_reported_overflowing_shape_is_a_400() {
+        let body = br#"{"inputs":[{"name":"input_ids","shape":[4294967296,4294967296],"datatype":"INT64","data":[]}]}"#;
+        let err = decode_for(&text_model(), body, None).unwrap_err();
+        assert!(matches!(err, Error::BadRequest(_)), "{err}");
+    }
+
+    fn dimension() -> impl Strategy<Value = i64> {
+        prop_oneof![0i64..5, Just(-1i64), Just(i64::MAX), Just(1i64 << 32), Just(1i64 << 31), any::<i64>()]
+    }
+
+    fn json_data() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            any::<i64>().prop_map(Value::from),
+            any::<f32>().prop_map(|f| serde_json::Number::from_f64(f64::from(f)).map_or(Value::Null, Value::Number)),
+            "[a-z ]{0,8}".prop_map(Value::from),
+            Just(Value::Null),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| prop::collection::vec(inner, 0..6).prop_map(Value::Array))
+    }
+
+    prop_compose! {
+        fn input()(
+            name in prop_oneof![Just("text"), Just("input_ids"), Just("attention_mask"), Just("token_type_ids"), Just("features"), Just("x")],
+            shape in prop::collection::vec(dimension(), 0..4),
+            datatype in prop_oneof![Just("BYTES"), Just("INT64"), Just("INT32"), Just("FP32"), Just("FP64"), Just("FP16")],
+            data in json_data(),
+            binary_size in prop::option::of(prop_oneof![0u64..64, any::<u64>()]),
+        ) -> Value {
+            let mut input = json!({ "name": name, "shape": shape, "datatype": datatype, "data": data });
+            if let Some(size) = binary_size {
+                input["parameters"] = json!({ "binary_data_size": size });
+            }
+            input
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn random_requests_never_panic(
+            inputs in prop::collection::vec(input(), 0..4),
+            tail in prop::collection::vec(any::<u8>(), 0..64),
+            header_length in prop::option::of(prop_oneof![Just(None::<usize>), (0usize..512).prop_map(Some)]),
+        ) {
+            let header = serde_json::to_vec(&json!({ "inputs": inputs })).unwrap();
+            let mut body = header.clone();
+            body.extend_from_slice(&tail);
+            // A consistent header length, a random one, or a garbage header.
+            let length = match header_length {
+                None => None,
+                Some(None) => Some(header.len().to_string()),
+                Some(Some(n)) => Some(n.to_string()),
+            };
+            assert_no_panic_and_400(&body, length.as_deref());
+        }
+
+        /// Shapes whose product overflows or dwarfs the data: the classic
+        /// wrap-to-zero that slipped past the element count check.
+        #[test]
+        fn huge_shapes_with_little_data_never_panic(
+            name in prop_oneof![Just("input_ids"), Just("text"), Just("features")],
+            shape in prop::collection::vec(prop_oneof![Just(0i64), Just(1), Just(3), Just(1 << 31), Just(1 << 32), Just(i64::MAX)], 1..4),
+            datatype in prop_oneof![Just("INT64"), Just("BYTES"), Just("FP32")],
+        ) {
+            let body = serde_json::to_vec(&json!({ "inputs": [{ "name": name, "shape": shape, "datatype": datatype, "data": [] }] })).unwrap();
+            assert_no_panic_and_400(&body, None);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..256), length in prop::option::of("[0-9a-z]{0,4}")) {
+            assert_no_panic_and_400(&body, length.as_deref());
+        }
+    }
 
     #[test]
     fn softmax_sums_to_one_and_argmax_picks_largest() {

@@ -26,6 +26,9 @@ pub struct InferenceRequest {
     pub inputs: Vec<RequestInput>,
     #[serde(default)]
     pub outputs: Option<Vec<RequestedOutput>>,
+    /// Size of the JSON part of the body, set by [`parse_request`].
+    #[serde(skip)]
+    pub json_bytes: usize,
 }
 
 /// `$request_input`.
@@ -91,8 +94,9 @@ pub fn parse_request(body: &[u8], header_length: Option<&str>) -> Result<(Infere
         }
         None => (body, &[][..]),
     };
-    let request: InferenceRequest = serde_json::from_slice(json)
+    let mut request: InferenceRequest = serde_json::from_slice(json)
         .map_err(|e| Error::BadRequest(format!("request is not a valid inference request: {e}")))?;
+    request.json_bytes = json.len();
     Ok((request, binary.to_vec()))
 }
 
@@ -101,11 +105,16 @@ pub fn decode_inputs(request: &InferenceRequest, binary: &[u8]) -> Result<Vec<In
     if request.inputs.is_empty() {
         return Err(Error::BadRequest("the request has no inputs".into()));
     }
+    // Every element takes at least one byte of the body (JSON or binary),
+    // so no honest tensor has more elements, or a longer dimension, than
+    // the body has bytes. Bounding by it keeps shape arithmetic from
+    // overflowing and later loops over rows from running away.
+    let body_bytes = request.json_bytes + binary.len();
     let mut offset = 0usize;
     let mut decoded = Vec::with_capacity(request.inputs.len());
     for input in &request.inputs {
-        let shape = checked_shape(input)?;
-        let count: usize = shape.iter().product();
+        let shape = checked_shape(input, body_bytes)?;
+        let count = element_count(input, &shape, body_bytes)?;
         let values = match input.parameters.get("binary_data_size") {
             Some(size) => {
                 let size = size.as_u64().ok_or_else(|| {
@@ -150,15 +159,35 @@ pub fn decode_inputs(request: &InferenceRequest, binary: &[u8]) -> Result<Vec<In
     Ok(decoded)
 }
 
-fn checked_shape(input: &RequestInput) -> Result<Vec<usize>> {
+fn checked_shape(input: &RequestInput, body_bytes: usize) -> Result<Vec<usize>> {
     input
         .shape
         .iter()
         .map(|&d| {
-            usize::try_from(d)
-                .map_err(|_| Error::BadRequest(format!("input '{}': shape dimension {d} is negative", input.name)))
+            let dimension = usize::try_from(d)
+                .map_err(|_| Error::BadRequest(format!("input '{}': shape dimension {d} is negative", input.name)))?;
+            if dimension > body_bytes {
+                return Err(Error::BadRequest(format!(
+                    "input '{}': shape dimension {d} is larger than the request ({body_bytes} bytes) can carry",
+                    input.name
+                )));
+            }
+            Ok(dimension)
         })
         .collect()
+}
+
+/// The number of elements `shape` holds, refused when it overflows or
+/// exceeds what a body of `body_bytes` can carry.
+fn element_count(input: &RequestInput, shape: &[usize], body_bytes: usize) -> Result<usize> {
+    shape.iter().try_fold(1usize, |count, &d| count.checked_mul(d)).filter(|&count| count <= body_bytes).ok_or_else(
+        || {
+            Error::BadRequest(format!(
+                "input '{}': shape {shape:?} holds more elements than the request ({body_bytes} bytes) can carry",
+                input.name
+            ))
+        },
+    )
 }
 
 fn unsupported(input: &RequestInput) -> Error {
@@ -421,6 +450,16 @@ mod tests {
         let inputs = decode_inputs(&req, &bin).unwrap();
         let err = inputs[0].texts().unwrap_err().to_string();
         assert!(err.contains("not valid UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn shapes_that_overflow_or_outgrow_the_body_are_refused() {
+        for shape in ["[4294967296,4294967296]", "[4294967296,0]", "[0,4294967296]", "[1000,1000]"] {
+            let body = format!(r#"{{"inputs":[{{"name":"input_ids","shape":{shape},"datatype":"INT64","data":[]}}]}}"#);
+            let (req, bin) = parse_request(body.as_bytes(), None).unwrap();
+            let err = decode_inputs(&req, &bin).unwrap_err().to_string();
+            assert!(err.contains("can carry"), "{shape}: {err}");
+        }
     }
 
     #[test]
