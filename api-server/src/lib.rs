@@ -28,6 +28,7 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{delete, get, post};
 
 use auth::{Authenticator, Principal};
+use metering::Metering;
 use routes::{Tenancy, api_keys, deployments, inference, tenants};
 
 /// Largest request body: room for binary tensor batches; the runtime
@@ -54,11 +55,6 @@ pub fn router(surface: Surface) -> Router {
             .merge(Router::new().route("/v1/whoami", get(whoami)).with_state(verifier)),
         Surface::Full(tenancy) => {
             let caches = tenancy.caches.clone();
-            let metering = tenancy.metering.clone();
-            let metrics = get(move || {
-                let text = metering.render();
-                async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
-            });
             let ready = get(move || {
                 let synced = caches.is_synced();
                 async move {
@@ -69,7 +65,7 @@ pub fn router(surface: Surface) -> Router {
                     }
                 }
             });
-            probes.route("/readyz", ready).route("/metrics", metrics).merge(
+            probes.route("/readyz", ready).merge(
                 Router::new()
                     .route("/v1/whoami", get(whoami))
                     .route("/v1/tenants", get(tenants::list))
@@ -89,6 +85,20 @@ pub fn router(surface: Surface) -> Router {
         }
     };
     app.fallback(not_implemented)
+}
+
+/// The metrics listener's router: usage counters per tenant and deployment.
+///
+/// Served on its own address (`--metrics-addr`), never on the public one:
+/// the counters name every tenant and deployment, which would defeat the
+/// rule that a tenant the caller cannot see answers 404. Keep that address
+/// reachable only by the metrics scraper (a NetworkPolicy in `config/`).
+pub fn metrics_router(metering: Arc<Metering>) -> Router {
+    let metrics = get(move || {
+        let text = metering.render();
+        async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
+    });
+    Router::new().route("/metrics", metrics).route("/healthz", get(|| async { "ok" }))
 }
 
 /// The identity the caller's token proves: what authorisation will see.

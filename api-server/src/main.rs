@@ -11,6 +11,7 @@ use ember_api::audit::AuditLog;
 use ember_api::auth::{Authenticator, JwtSettings, JwtVerifier};
 use ember_api::cache::Caches;
 use ember_api::keys::KeyStore;
+use ember_api::metering::Metering;
 use ember_api::platform_db;
 use ember_api::ratelimit::{RateLimiter, RateLimits};
 use ember_api::routes::Platform;
@@ -25,6 +26,10 @@ struct Args {
     /// Address to listen on.
     #[arg(long, env = "EMBER_API_ADDR", default_value = "0.0.0.0:8080")]
     addr: SocketAddr,
+    /// Address of the metrics listener (`/metrics`): apart from the public
+    /// one, because the counters name every tenant and deployment.
+    #[arg(long, env = "EMBER_API_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    metrics_addr: SocketAddr,
     /// Identity provider: required `iss` of bearer tokens. Without it only
     /// the probes are served.
     #[arg(long, env = "EMBER_API_JWT_ISSUER", requires_all = ["jwt_audience", "jwks_uri"])]
@@ -96,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().json().with_env_filter(tracing_subscriber::EnvFilter::new("info")).init();
     // With an identity provider the API serves tenants, which needs the
     // cluster (in-cluster config or KUBECONFIG); without one, probes only.
+    let metering = Arc::new(Metering::default());
     let surface = match args.verifier()? {
         Some(verifier) => {
             let client = kube::Client::try_default().await?;
@@ -123,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
                 caches: Caches::start(client.clone()),
                 client,
                 upstream,
-                metering: Arc::default(),
+                metering: metering.clone(),
                 // Bursts of twice the per-second rate.
                 limits: Arc::new(RateLimits {
                     per_caller: RateLimiter::new(args.rate_per_caller, 2.0 * args.rate_per_caller),
@@ -133,8 +139,14 @@ async fn main() -> anyhow::Result<()> {
         }
         None => Surface::ProbesOnly,
     };
+    let metrics_listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(metrics_listener, ember_api::metrics_router(metering)).await {
+            tracing::error!(%error, "metrics listener stopped");
+        }
+    });
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
-    tracing::info!(addr = %args.addr, tenant_routes = matches!(surface, Surface::Full(_)), "ember-api listening");
+    tracing::info!(addr = %args.addr, metrics_addr = %args.metrics_addr, tenant_routes = matches!(surface, Surface::Full(_)), "ember-api listening");
     axum::serve(listener, ember_api::router(surface))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

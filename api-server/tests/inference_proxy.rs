@@ -115,8 +115,13 @@ async fn tenant_users_call_their_model_through_the_api_and_usage_is_metered() {
         .await;
     assert_eq!(status, 404);
 
-    // Usage is metered per tenant, deployment and outcome.
-    let metrics = reqwest::get(format!("{}/metrics", h.base)).await.unwrap().text().await.unwrap();
+    // Usage is metered per tenant, deployment and outcome, on the metrics
+    // listener only: the public address must not name tenants to anyone.
+    let public = reqwest::get(format!("{}/metrics", h.base)).await.unwrap();
+    assert_ne!(public.status(), 200);
+    let public = public.text().await.unwrap();
+    assert!(!public.contains("acme-inf"), "the public listener names a tenant: {public}");
+    let metrics = reqwest::get(format!("{}/metrics", h.metrics_base)).await.unwrap().text().await.unwrap();
     let line = |status: &str| {
         metrics
             .lines()

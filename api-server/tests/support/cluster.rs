@@ -14,7 +14,8 @@ use ember_api::ratelimit::RateLimits;
 use ember_api::routes::Platform;
 use ember_api::routes::Tenancy;
 use ember_api::routes::inference::Upstream;
-use ember_api::{Surface, router};
+use ember_api::metering::Metering;
+use ember_api::{Surface, metrics_router, router};
 use ember_crds::names;
 use ember_crds::tenant::Tenant;
 use ember_testenv::{install_crds, poll, shared_control_plane};
@@ -36,6 +37,8 @@ pub const API_USER: &str = "system:serviceaccount:ember-system:ember-api";
 /// any user.
 pub struct Harness {
     pub base: String,
+    /// The separate metrics listener (`ember_api::metrics_router`).
+    pub metrics_base: String,
     key: SigningKey,
     pub admin: Client,
     http: reqwest::Client,
@@ -84,16 +87,18 @@ impl Harness {
             keys: platform.as_ref().map(|p| (p.keys.clone(), p.audit.clone())),
         });
         let upstream = Upstream { client: reqwest::Client::new(), endpoint_template: endpoint_template.into() };
+        let metering = Arc::new(Metering::default());
         let tenancy = Tenancy {
             auth,
             platform,
             caches: Caches::start(as_api.clone()),
             client: as_api,
             upstream,
-            metering: Arc::default(),
+            metering: metering.clone(),
             limits: Arc::new(limits),
         };
         let base = format!("http://{}", spawn(router(Surface::Full(tenancy))).await);
+        let metrics_base = format!("http://{}", spawn(metrics_router(metering)).await);
         let http = reqwest::Client::new();
         poll::until_async("ember-api ready", TIMEOUT, async || {
             let ready = http.get(format!("{base}/readyz")).send().await.map(|r| r.status() == 200).unwrap_or(false);
@@ -102,7 +107,7 @@ impl Harness {
         .await
         .unwrap();
         std::mem::forget(jwks); // its server task lives as long as the test
-        Self { base, key, admin, http }
+        Self { base, metrics_base, key, admin, http }
     }
 
     pub fn token(&self, user: &str, groups: &[&str]) -> String {
