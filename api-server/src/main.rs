@@ -50,9 +50,14 @@ struct Args {
     /// Clock skew tolerated on `exp`/`nbf`, in seconds.
     #[arg(long, env = "EMBER_API_JWT_LEEWAY_SECONDS", default_value_t = 30)]
     jwt_leeway_seconds: u64,
-    /// Claim naming the user (as Tenants list owners and members).
+    /// Claim naming the user (as Tenants list owners and members); with
+    /// `email`, tokens must also carry `email_verified: true`.
     #[arg(long, env = "EMBER_API_JWT_USERNAME_CLAIM", default_value = "sub")]
     jwt_username_claim: String,
+    /// Signing keys older than this are refetched, in seconds: a key
+    /// withdrawn at the identity provider stops working within this time.
+    #[arg(long, env = "EMBER_API_JWKS_MAX_AGE_SECONDS", default_value_t = 300)]
+    jwks_max_age_seconds: u64,
     /// Claim listing the user's groups.
     #[arg(long, env = "EMBER_API_JWT_GROUPS_CLAIM", default_value = "groups")]
     jwt_groups_claim: String,
@@ -91,6 +96,7 @@ impl Args {
         settings.jwks_ca_file = self.jwks_ca_file.clone();
         settings.username_claim = self.jwt_username_claim.clone();
         settings.groups_claim = self.jwt_groups_claim.clone();
+        settings.jwks_max_age_seconds = self.jwks_max_age_seconds;
         Ok(Some(Arc::new(JwtVerifier::new(settings)?)))
     }
 }

@@ -20,6 +20,10 @@ use support::{AUDIENCE, ISSUER, Jwks, SigningKey, bearer, claims, now, spawn, wi
 async fn api(jwks: &Jwks, min_refresh_seconds: u64) -> String {
     let mut settings = JwtSettings::new(ISSUER, AUDIENCE, &jwks.url);
     settings.jwks_min_refresh_seconds = min_refresh_seconds;
+    api_with(settings).await
+}
+
+async fn api_with(settings: JwtSettings) -> String {
     let verifier = Arc::new(JwtVerifier::new(settings).unwrap());
     format!(
         "http://{}/v1/whoami",
@@ -147,6 +151,58 @@ async fn rotated_keys_work_after_a_refresh_and_retired_keys_stop_working() {
         tokio::time::sleep(Duration::from_millis(200)).await; // poll interval, not synchronisation
     }
     assert_refused(&url, Some(&bearer(&old.sign(&claims()))), "unknown key").await;
+}
+
+#[tokio::test]
+async fn a_key_withdrawn_at_the_identity_provider_stops_working_without_any_unknown_kid() {
+    let withdrawn = SigningKey::generate("leaked");
+    let kept = SigningKey::generate("kept");
+    let jwks = Jwks::serve(&[&withdrawn, &kept]).await;
+    let mut settings = JwtSettings::new(ISSUER, AUDIENCE, &jwks.url);
+    (settings.jwks_min_refresh_seconds, settings.jwks_max_age_seconds) = (1, 2);
+    let url = api_with(settings).await;
+    let token = bearer(&withdrawn.sign(&claims()));
+    assert_eq!(whoami(&url, Some(&token)).await.0, 200);
+
+    // Only tokens of the withdrawn key keep coming: no cache miss ever
+    // triggers a refresh; the keys' age must.
+    jwks.publish(&[&kept]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while whoami(&url, Some(&token)).await.0 == 200 {
+        assert!(Instant::now() < deadline, "a withdrawn key still verifies tokens");
+        tokio::time::sleep(Duration::from_millis(200)).await; // poll interval, not synchronisation
+    }
+    assert_refused(&url, Some(&token), "unknown key").await;
+    assert_eq!(whoami(&url, Some(&bearer(&kept.sign(&claims())))).await.0, 200);
+}
+
+#[tokio::test]
+async fn an_email_username_must_be_verified() {
+    let key = SigningKey::generate("k1");
+    let jwks = Jwks::serve(&[&key]).await;
+    let mut settings = JwtSettings::new(ISSUER, AUDIENCE, &jwks.url);
+    settings.username_claim = "email".into();
+    let url = api_with(settings).await;
+    let base = with(claims(), "email", json!("alice@acme.example"));
+    for unverified in [
+        base.clone(),
+        with(base.clone(), "email_verified", json!(false)),
+        with(base.clone(), "email_verified", json!("true")),
+    ] {
+        assert_refused(&url, Some(&bearer(&key.sign(&unverified))), "not verified").await;
+    }
+    let (status, body, _) = whoami(&url, Some(&bearer(&key.sign(&with(base, "email_verified", json!(true)))))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"], "alice@acme.example");
+}
+
+#[tokio::test]
+async fn no_token_can_pose_as_an_api_key_identity() {
+    let key = SigningKey::generate("k1");
+    let jwks = Jwks::serve(&[&key]).await;
+    let url = api(&jwks, 60).await;
+    let posing = bearer(&key.sign(&with(claims(), "sub", json!("apikey:0123456789ab"))));
+    assert_refused(&url, Some(&posing), "reserved for API keys").await;
 }
 
 #[tokio::test]

@@ -6,6 +6,9 @@
 //! in the cache triggers a refresh, at most one per `min_refresh_interval`
 //! however many such tokens arrive, so garbage tokens cannot hammer the
 //! identity provider; keys rotated at the provider work after that refresh.
+//! Keys are also refetched once they are older than `max_age`, on the next
+//! request, so a key withdrawn at the provider stops verifying within that
+//! time even when no token ever names an unknown `kid`.
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +25,7 @@ pub struct KeyCache {
     uri: reqwest::Url,
     client: reqwest::Client,
     min_refresh_interval: Duration,
+    max_age: Duration,
     cached: RwLock<Cached>,
     /// Serialises refreshes so concurrent misses cause one fetch.
     refreshing: Mutex<()>,
@@ -50,7 +54,12 @@ impl KeyCache {
     /// `uri` must be `https://`, or `http://` to a loopback address (local
     /// development and tests). `extra_ca` names a PEM bundle of private CAs
     /// trusted for it besides the public roots.
-    pub fn new(uri: &str, extra_ca: Option<&std::path::Path>, min_refresh_interval: Duration) -> Result<Self> {
+    pub fn new(
+        uri: &str,
+        extra_ca: Option<&std::path::Path>,
+        min_refresh_interval: Duration,
+        max_age: Duration,
+    ) -> Result<Self> {
         let uri = reqwest::Url::parse(uri).map_err(|e| Error::Config(format!("JWKS URI '{uri}': {e}")))?;
         let loopback = matches!(uri.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
         if uri.scheme() != "https" && !(uri.scheme() == "http" && loopback) {
@@ -64,13 +73,24 @@ impl KeyCache {
             }
         }
         let client = builder.build().map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
-        Ok(Self { uri, client, min_refresh_interval, cached: RwLock::default(), refreshing: Mutex::new(()) })
+        Ok(Self {
+            uri,
+            client,
+            min_refresh_interval,
+            max_age: max_age.max(min_refresh_interval),
+            cached: RwLock::default(),
+            refreshing: Mutex::new(()),
+        })
     }
 
     /// The key a token names with `kid` (or the only key, when the token
     /// names none and the set has exactly one). Refreshes on a miss when
     /// the last attempt is older than the minimum interval.
     pub async fn key(&self, kid: Option<&str>) -> Result<Option<Jwk>> {
+        let stale = self.cached.read().await.attempted_at.is_some_and(|at| at.elapsed() >= self.max_age);
+        if stale {
+            self.refresh_if_due().await?;
+        }
         if let Some(key) = self.lookup(kid).await {
             return Ok(Some(key));
         }

@@ -14,8 +14,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::Principal;
 use super::jwks::KeyCache;
+use super::{API_KEY_USER_PREFIX, Principal};
 use crate::error::{Error, Result};
 
 /// How ember-api trusts an identity provider.
@@ -42,11 +42,15 @@ pub struct JwtSettings {
     pub groups_claim: String,
     /// An unknown `kid` refreshes the keys at most this often.
     pub jwks_min_refresh_seconds: u64,
+    /// Keys older than this are refetched on the next request: a key
+    /// withdrawn at the identity provider stops working within this time.
+    pub jwks_max_age_seconds: u64,
 }
 
 impl JwtSettings {
     /// Settings with the usual defaults: RS256 and ES256, 30 s leeway,
-    /// `sub` and `groups`, key refresh at most every 60 s.
+    /// `sub` and `groups`, key refresh at most every 60 s and at least
+    /// every 5 minutes.
     pub fn new(issuer: impl Into<String>, audience: impl Into<String>, jwks_uri: impl Into<String>) -> Self {
         Self {
             issuer: issuer.into(),
@@ -58,6 +62,7 @@ impl JwtSettings {
             username_claim: "sub".to_owned(),
             groups_claim: "groups".to_owned(),
             jwks_min_refresh_seconds: 60,
+            jwks_max_age_seconds: 300,
         }
     }
 }
@@ -87,6 +92,7 @@ impl JwtVerifier {
             &settings.jwks_uri,
             settings.jwks_ca_file.as_deref(),
             Duration::from_secs(settings.jwks_min_refresh_seconds),
+            Duration::from_secs(settings.jwks_max_age_seconds),
         )?;
         Ok(Self { settings, keys })
     }
@@ -128,6 +134,18 @@ impl JwtVerifier {
             Some(Value::String(user)) if !user.is_empty() => user.clone(),
             _ => return Err(Error::Unauthenticated(format!("token has no '{claim}' claim naming the user"))),
         };
+        // Anyone can put any address in their profile at many providers;
+        // only a verified one may stand for the user Tenants name.
+        if claim == "email" && claims.get("email_verified") != Some(&Value::Bool(true)) {
+            return Err(Error::Unauthenticated("token's email is not verified (email_verified is not true)".into()));
+        }
+        // `apikey:<id>` is how API keys appear in rate limits and the audit
+        // log; a user of that name would share their bucket and identity.
+        if user.starts_with(API_KEY_USER_PREFIX) {
+            return Err(Error::Unauthenticated(format!(
+                "user names starting with '{API_KEY_USER_PREFIX}' are reserved for API keys"
+            )));
+        }
         let groups = match claims.get(&self.settings.groups_claim) {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) => items

@@ -21,6 +21,10 @@ use crate::error::Error;
 use crate::keys::{KeyGrant, KeyStore, is_api_key};
 pub use jwt::{JwtSettings, JwtVerifier};
 
+/// How an API key's principal is named (`apikey:<id>`); reserved, so no
+/// token can claim such a user name.
+pub const API_KEY_USER_PREFIX: &str = "apikey:";
+
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -56,11 +60,13 @@ impl Authenticator {
             return Err(Error::Unauthenticated("API keys are not enabled on this server".into()));
         };
         match keys.authenticate(token).await? {
-            Ok(grant) => {
-                Ok(Principal { user: format!("apikey:{}", grant.id), groups: Vec::new(), api_key: Some(grant) })
-            }
+            Ok(grant) => Ok(Principal {
+                user: format!("{API_KEY_USER_PREFIX}{}", grant.id),
+                groups: Vec::new(),
+                api_key: Some(grant),
+            }),
             Err(refusal) => {
-                let actor = format!("apikey:{}", refusal.id.as_deref().unwrap_or("?"));
+                let actor = format!("{API_KEY_USER_PREFIX}{}", refusal.id.as_deref().unwrap_or("?"));
                 audit
                     .record(Event {
                         tenant: None,
