@@ -212,3 +212,46 @@ async fn a_caller_over_its_rate_limit_gets_429_with_retry_after_and_recovers() {
     assert_eq!(status, 200);
     h.until_status(path, &alice, 200).await;
 }
+
+#[tokio::test]
+async fn a_squatted_namespace_is_neither_read_nor_written() {
+    let h = Harness::start(support::cluster::SERVICE_ENDPOINTS).await;
+    // Someone else owns `tenant-acme-squat` before the Tenant exists, with a
+    // ModelDeployment of their own in it; the operator refuses the namespace
+    // and records none (what it writes on NamespaceConflict).
+    support::cluster::ensure_namespace(&h.admin, "tenant-acme-squat").await;
+    let squatters: Api<ModelDeployment> = Api::namespaced(h.admin.clone(), "tenant-acme-squat");
+    let theirs: Value = serde_json::from_str(&spec(2)).unwrap();
+    let theirs = json!({"apiVersion": "ember.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "bait"}, "spec": theirs});
+    squatters.patch("bait", &PatchParams::apply("squatter"), &Patch::Apply(&theirs)).await.unwrap();
+    let conflict = "namespace tenant-acme-squat exists and does not belong to this tenant";
+    h.tenant_with_status(
+        "acme-squat",
+        json!({"owners": [{"kind": "User", "name": "alice"}]}),
+        json!({"conditions": [
+            support::cluster::condition("Ready", "False", "NamespaceConflict", conflict),
+            support::cluster::condition("Stalled", "True", "NamespaceConflict", conflict),
+        ]}),
+    )
+    .await;
+    let alice = h.token("alice", &[]);
+
+    // The owner sees their tenant but none of the squatter's objects.
+    let listed = h.until_status("/v1/tenants/acme-squat/deployments", &alice, 200).await;
+    assert_eq!(listed, json!([]), "the squatter's objects are shown as the tenant's");
+    let (status, _) = h.call("GET", "/v1/tenants/acme-squat/deployments/bait", Some(&alice), None).await;
+    assert_eq!(status, 404);
+    let (status, _) = h
+        .call("POST", "/v1/tenants/acme-squat/deployments/bait/embeddings", Some(&alice), Some(r#"{"input":["x"]}"#))
+        .await;
+    assert_eq!(status, 404, "inference must not be proxied into the squatted namespace");
+
+    // Writes are refused with the reason, and nothing lands there.
+    let (status, body) = h.call("PUT", "/v1/tenants/acme-squat/deployments/mine", Some(&alice), Some(&spec(8))).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("NamespaceConflict"), "{body}");
+    let (status, _) = h.call("DELETE", "/v1/tenants/acme-squat/deployments/bait", Some(&alice), None).await;
+    assert_eq!(status, 409);
+    assert!(squatters.get_opt("mine").await.unwrap().is_none(), "a write landed in the squatted namespace");
+    assert!(squatters.get_opt("bait").await.unwrap().is_some(), "the squatter's object was deleted by the tenant");
+}

@@ -55,9 +55,8 @@ pub async fn list(
     Path(tenant): Path<String>,
 ) -> Result<Json<Vec<DeploymentView>>> {
     let access = state.access(&tenant, &who, TenantRole::View)?;
-    let namespace = access.namespace();
-    let items =
-        state.caches.deployments_in(&namespace).iter().map(|md| DeploymentView::of(access.name(), md)).collect();
+    let Some(namespace) = access.namespace() else { return Ok(Json(Vec::new())) };
+    let items = state.caches.deployments_in(namespace).iter().map(|md| DeploymentView::of(access.name(), md)).collect();
     Ok(Json(items))
 }
 
@@ -67,9 +66,9 @@ pub async fn get(
     Path((tenant, name)): Path<(String, String)>,
 ) -> Result<Json<DeploymentView>> {
     let access = state.access(&tenant, &who, TenantRole::View)?;
-    let md = state
-        .caches
-        .deployment(&access.namespace(), &name)
+    let md = access
+        .namespace()
+        .and_then(|namespace| state.caches.deployment(namespace, &name))
         .ok_or_else(|| Error::NotFound(format!("deployment '{name}' not found in tenant '{tenant}'")))?;
     Ok(Json(DeploymentView::of(access.name(), &md)))
 }
@@ -82,9 +81,9 @@ pub async fn put(
     body: Bytes,
 ) -> Result<(StatusCode, Json<DeploymentView>)> {
     let access = state.access(&tenant, &who, TenantRole::Edit)?;
+    let namespace = access.writable_namespace()?;
     let spec = spec_from(&body)?;
-    let namespace = access.namespace();
-    let existed = state.caches.deployment(&namespace, &name).is_some();
+    let existed = state.caches.deployment(namespace, &name).is_some();
     let object = json!({
         "apiVersion": "ember.dev/v1alpha1",
         "kind": "ModelDeployment",
@@ -95,13 +94,8 @@ pub async fn put(
     // Unknown nested fields are refused by the API server (422 naming the
     // field) instead of being silently pruned.
     params.field_validation = Some(ValidationDirective::Strict);
-    let api: Api<ModelDeployment> = Api::namespaced(state.client.clone(), &namespace);
-    let applied = api.patch(&name, &params, &Patch::Apply(&object)).await.map_err(|e| match Error::from(e) {
-        Error::NotFound(_) => {
-            Error::Conflict(format!("tenant '{tenant}' has no namespace yet; retry when it is Ready"))
-        }
-        other => other,
-    })?;
+    let api: Api<ModelDeployment> = Api::namespaced(state.client.clone(), namespace);
+    let applied = api.patch(&name, &params, &Patch::Apply(&object)).await?;
     let target = format!("modeldeployment:{name}");
     let action = if existed { "deployment.update" } else { "deployment.create" };
     state
@@ -117,7 +111,7 @@ pub async fn delete(
     Path((tenant, name)): Path<(String, String)>,
 ) -> Result<StatusCode> {
     let access = state.access(&tenant, &who, TenantRole::Edit)?;
-    let api: Api<ModelDeployment> = Api::namespaced(state.client.clone(), &access.namespace());
+    let api: Api<ModelDeployment> = Api::namespaced(state.client.clone(), access.writable_namespace()?);
     api.delete(&name, &DeleteParams::default()).await.map_err(|e| match Error::from(e) {
         Error::NotFound(_) => Error::NotFound(format!("deployment '{name}' not found in tenant '{tenant}'")),
         other => other,

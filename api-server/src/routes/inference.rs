@@ -70,10 +70,11 @@ async fn forward(
 ) -> Result<Response> {
     // Calling a model is reading it: viewers may.
     let access = state.access(&tenant, &who, TenantRole::View)?;
-    let namespace = access.namespace();
-    if state.caches.deployment(&namespace, &name).is_none() {
-        return Err(Error::NotFound(format!("deployment '{name}' not found in tenant '{tenant}'")));
-    }
+    let namespace = access
+        .namespace()
+        .filter(|namespace| state.caches.deployment(namespace, &name).is_some())
+        .ok_or_else(|| Error::NotFound(format!("deployment '{name}' not found in tenant '{tenant}'")))?
+        .to_owned();
     let request_id = headers
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::keys::KeyStore;
 use crate::metering::Metering;
 use crate::ratelimit::RateLimits;
-use ember_crds::names;
+use ember_crds::conditions::{find_condition, types};
 use ember_crds::tenant::Tenant;
 
 /// What tenant routes work with.
@@ -75,14 +75,30 @@ impl TenantAccess {
         self.tenant.metadata.name.as_deref().unwrap_or_default()
     }
 
-    /// The tenant's namespace: as recorded by the operator, else the
-    /// derived name (which is what the operator creates).
-    pub fn namespace(&self) -> String {
-        self.tenant
-            .status
-            .as_ref()
-            .and_then(|s| s.namespace.clone())
-            .unwrap_or_else(|| names::namespace_for(self.name()))
+    /// The tenant's namespace as the operator recorded it in the Tenant's
+    /// status, which it does only for a namespace it created or verified as
+    /// the tenant's own. Never derived from the name: a namespace of that
+    /// name may belong to someone else (the operator then reports
+    /// `NamespaceConflict` and records none), and nothing of it may be read.
+    pub fn namespace(&self) -> Option<&str> {
+        self.tenant.status.as_ref().and_then(|s| s.namespace.as_deref())
+    }
+
+    /// Where writes go: the recorded namespace of a `Ready` Tenant (its
+    /// quota, network policies and RBAC are in place). 409 otherwise.
+    pub fn writable_namespace(&self) -> Result<&str> {
+        let conditions = self.tenant.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+        let ready = find_condition(conditions, types::READY);
+        match (self.namespace(), ready) {
+            (Some(namespace), Some(ready)) if ready.status == "True" => Ok(namespace),
+            (_, ready) => {
+                let why = ready.map_or_else(
+                    || "the operator has not reported on it yet".to_owned(),
+                    |c| format!("{}: {}", c.reason, c.message),
+                );
+                Err(Error::Conflict(format!("tenant '{}' is not Ready ({why}); changes wait until it is", self.name())))
+            }
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use ember_crds::names;
 use ember_crds::tenant::Tenant;
 use ember_testenv::{install_crds, poll, shared_control_plane};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::{Value, json};
@@ -42,6 +42,8 @@ pub struct Harness {
     key: SigningKey,
     pub admin: Client,
     http: reqwest::Client,
+    /// ember-api's watch caches, to wait until they hold what a test wrote.
+    caches: Caches,
 }
 
 impl Harness {
@@ -88,10 +90,11 @@ impl Harness {
         });
         let upstream = Upstream { client: reqwest::Client::new(), endpoint_template: endpoint_template.into() };
         let metering = Arc::new(Metering::default());
+        let caches = Caches::start(as_api.clone());
         let tenancy = Tenancy {
             auth,
             platform,
-            caches: Caches::start(as_api.clone()),
+            caches: caches.clone(),
             client: as_api,
             upstream,
             metering: metering.clone(),
@@ -107,7 +110,7 @@ impl Harness {
         .await
         .unwrap();
         std::mem::forget(jwks); // its server task lives as long as the test
-        Self { base, metrics_base, key, admin, http }
+        Self { base, metrics_base, key, admin, http, caches }
     }
 
     pub fn token(&self, user: &str, groups: &[&str]) -> String {
@@ -145,16 +148,44 @@ impl Harness {
         .unwrap()
     }
 
-    /// A Tenant (and the namespace the operator would create for it).
+    /// A Ready Tenant, with the namespace and status the operator would
+    /// create and record for it (no operator runs in these tests).
     pub async fn tenant(&self, name: &str, spec: Value) {
+        let namespace = names::namespace_for(name);
+        ensure_namespace(&self.admin, &namespace).await;
+        self.tenant_with_status(
+            name,
+            spec,
+            json!({"namespace": namespace, "conditions": [condition("Ready", "True", "Reconciled", "all parts are in place")]}),
+        )
+        .await;
+    }
+
+    /// A Tenant with exactly `status`.
+    pub async fn tenant_with_status(&self, name: &str, spec: Value, status: Value) {
         let tenants: Api<Tenant> = Api::all(self.admin.clone());
         let tenant: Tenant = serde_json::from_value(
             json!({"apiVersion": "ember.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": name}, "spec": spec}),
         )
         .unwrap();
         tenants.create(&PostParams::default(), &tenant).await.unwrap();
-        ensure_namespace(&self.admin, &names::namespace_for(name)).await;
+        let written = tenants
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
+            .await
+            .unwrap()
+            .status;
+        poll::until_async(&format!("ember-api's cache holds tenant {name}'s status"), TIMEOUT, async || {
+            Ok(self.caches.tenant(name).is_some_and(|t| t.status == written).then_some(()))
+        })
+        .await
+        .unwrap();
     }
+}
+
+/// A status condition as the operator writes it.
+pub fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Value {
+    json!({"type": type_, "status": status, "reason": reason, "message": message,
+           "lastTransitionTime": "2026-01-01T00:00:00Z"})
 }
 
 pub async fn ensure_namespace(client: &Client, name: &str) {
