@@ -1,6 +1,9 @@
-//! The audit log: who did what to which tenant's objects, and which API key
-//! authentications were refused. Entries name actors by user or key id,
-//! never by a token or secret.
+//! The audit log: who did what to which tenant's objects. Entries name
+//! actors by user or key id, never by a token or secret. Each entry is
+//! written before its action runs and completed after it (see
+//! [`AuditLog::begin`]); refused credentials are counted apart (`refusals`).
+
+use std::time::Duration;
 
 use serde::Serialize;
 use sqlx::PgPool;
@@ -8,14 +11,21 @@ use sqlx::PgPool;
 use crate::error::Result;
 use crate::platform_db::unavailable;
 
-/// One event to record.
+/// One action to record.
 #[derive(Debug)]
 pub struct Event<'a> {
     pub tenant: Option<&'a str>,
     pub actor: &'a str,
     pub action: &'a str,
     pub target: Option<&'a str>,
-    pub outcome: &'a str,
+}
+
+/// An entry written before its action ran; [`AuditLog::finish`] records how
+/// it ended.
+#[derive(Debug)]
+#[must_use = "finish the entry with the action's outcome"]
+pub struct Pending {
+    id: i64,
 }
 
 /// A recorded event as the API shows it.
@@ -28,7 +38,16 @@ pub struct Entry {
     pub actor: String,
     pub action: String,
     pub target: Option<String>,
+    /// `ok`, `failed (<status>)`, or `started` when the action ran but its
+    /// outcome could not be recorded.
     pub outcome: String,
+}
+
+/// How long entries are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub audit: Duration,
+    pub refusals: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -41,23 +60,65 @@ impl AuditLog {
         Self { pool }
     }
 
-    /// Records `event`. A failure is logged and swallowed: an audit outage
-    /// must not turn every request into an error (the event still reaches the
-    /// structured log).
-    pub async fn record(&self, event: Event<'_>) {
-        tracing::info!(tenant = ?event.tenant, actor = %event.actor, action = %event.action, target = ?event.target, outcome = %event.outcome, "audit");
-        let inserted =
-            sqlx::query("INSERT INTO audit_log (tenant, actor, action, target, outcome) VALUES ($1, $2, $3, $4, $5)")
-                .bind(event.tenant)
-                .bind(event.actor)
-                .bind(event.action)
-                .bind(event.target)
-                .bind(event.outcome)
-                .execute(&self.pool)
-                .await;
-        if let Err(error) = inserted {
-            tracing::error!(%error, "audit entry not stored");
+    /// Records `event` as started, before its action runs. When this fails
+    /// the action must not run (the caller gets 503): nothing is ever done
+    /// without a trace.
+    pub async fn begin(&self, event: &Event<'_>) -> Result<Pending> {
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO audit_log (tenant, actor, action, target, outcome) VALUES ($1, $2, $3, $4, 'started') RETURNING id",
+        )
+        .bind(event.tenant)
+        .bind(event.actor)
+        .bind(event.action)
+        .bind(event.target)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(Pending { id })
+    }
+
+    /// Records the outcome of a begun entry. A failure here leaves the
+    /// entry `started`: the action is still on record, its outcome is not.
+    pub async fn finish(&self, pending: Pending, outcome: &str) {
+        let updated = sqlx::query("UPDATE audit_log SET outcome = $2 WHERE id = $1")
+            .bind(pending.id)
+            .bind(outcome)
+            .execute(&self.pool)
+            .await;
+        if let Err(error) = updated {
+            tracing::error!(%error, entry = pending.id, outcome, "audit outcome not stored; the entry stays 'started'");
         }
+    }
+
+    /// Deletes entries older than the retention periods.
+    pub async fn sweep(&self, retention: Retention) -> Result<u64> {
+        let seconds = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        let audit = sqlx::query("DELETE FROM audit_log WHERE at < now() - $1 * interval '1 second'")
+            .bind(seconds(retention.audit))
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let refusals = sqlx::query("DELETE FROM auth_refusals WHERE minute < now() - $1 * interval '1 second'")
+            .bind(seconds(retention.refusals))
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(audit.rows_affected() + refusals.rows_affected())
+    }
+
+    /// Sweeps hourly for as long as the process runs.
+    pub fn spawn_sweeper(&self, retention: Retention) {
+        let log = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                match log.sweep(retention).await {
+                    Ok(deleted) => tracing::info!(deleted, "audit retention sweep"),
+                    Err(error) => tracing::warn!(%error, "audit retention sweep failed; next hour"),
+                }
+            }
+        });
     }
 
     /// The newest `limit` entries of `tenant`, newest first.

@@ -49,7 +49,8 @@ pub enum Error {
 }
 
 impl Error {
-    fn status(&self) -> StatusCode {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
         match self {
             Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Error::KeysUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -17,6 +17,7 @@ pub mod keys;
 pub mod metering;
 pub mod platform_db;
 pub mod ratelimit;
+pub mod refusals;
 pub mod routes;
 
 use std::sync::Arc;

@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use clap::Parser;
 use ember_api::Surface;
-use ember_api::audit::AuditLog;
+use ember_api::audit::{AuditLog, Retention};
 use ember_api::auth::{Authenticator, JwtSettings, JwtVerifier};
 use ember_api::cache::Caches;
 use ember_api::keys::KeyStore;
 use ember_api::metering::Metering;
 use ember_api::platform_db;
-use ember_api::ratelimit::{RateLimiter, RateLimits};
+use ember_api::ratelimit::{RateLimiter, RateLimits, SourceLimits};
+use ember_api::refusals::Refusals;
 use ember_api::routes::Platform;
 use ember_api::routes::Tenancy;
 use ember_api::routes::inference::Upstream;
@@ -75,6 +76,20 @@ struct Args {
     /// Requests per second all callers of one tenant may make together.
     #[arg(long, env = "EMBER_API_RATE_PER_TENANT", default_value_t = 200.0)]
     rate_per_tenant: f64,
+    /// Requests per second one source address may make, before any
+    /// credential is checked.
+    #[arg(long, env = "EMBER_API_RATE_PER_SOURCE", default_value_t = 200.0)]
+    rate_per_source: f64,
+    /// Refused credentials per second one source address may present; past
+    /// the burst (4x) its requests get 429 without being checked.
+    #[arg(long, env = "EMBER_API_REFUSALS_PER_SOURCE", default_value_t = 5.0)]
+    refusals_per_source: f64,
+    /// Days audit entries are kept.
+    #[arg(long, env = "EMBER_API_AUDIT_RETENTION_DAYS", default_value_t = 400)]
+    audit_retention_days: u64,
+    /// Days the counts of refused credentials are kept.
+    #[arg(long, env = "EMBER_API_REFUSAL_RETENTION_DAYS", default_value_t = 30)]
+    refusal_retention_days: u64,
     /// Longest a proxied inference call may take, in seconds.
     #[arg(long, env = "EMBER_API_INFERENCE_TIMEOUT_SECONDS", default_value_t = 60)]
     inference_timeout_seconds: u64,
@@ -118,17 +133,28 @@ async fn main() -> anyhow::Result<()> {
                     .build()?,
                 endpoint_template: args.inference_endpoint.clone(),
             };
-            let platform = match &args.database_url {
+            let (platform, refusals) = match &args.database_url {
                 Some(url) => {
                     let pool = platform_db::connect(url).await?;
-                    Some(Platform { keys: KeyStore::new(pool.clone()), audit: AuditLog::new(pool) })
+                    let audit = AuditLog::new(pool.clone());
+                    let day = Duration::from_secs(86_400);
+                    audit.spawn_sweeper(Retention {
+                        audit: day * u32::try_from(args.audit_retention_days)?,
+                        refusals: day * u32::try_from(args.refusal_retention_days)?,
+                    });
+                    let refusals = Arc::new(Refusals::new(pool.clone()));
+                    refusals.spawn_flusher(Duration::from_secs(5));
+                    (Some(Platform { keys: KeyStore::new(pool), audit }), Some(refusals))
                 }
-                None => None,
+                None => (None, None),
             };
-            let auth = Arc::new(Authenticator {
-                jwt: verifier,
-                keys: platform.as_ref().map(|p| (p.keys.clone(), p.audit.clone())),
-            });
+            let mut authenticator =
+                Authenticator::new(verifier, platform.as_ref().map(|p| p.keys.clone()).zip(refusals));
+            authenticator.sources = SourceLimits {
+                requests: RateLimiter::new(args.rate_per_source, 2.0 * args.rate_per_source),
+                refusals: RateLimiter::new(args.refusals_per_source, 4.0 * args.refusals_per_source),
+            };
+            let auth = Arc::new(authenticator);
             Surface::Full(Tenancy {
                 auth,
                 platform,
@@ -153,7 +179,8 @@ async fn main() -> anyhow::Result<()> {
     });
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     tracing::info!(addr = %args.addr, metrics_addr = %args.metrics_addr, tenant_routes = matches!(surface, Surface::Full(_)), "ember-api listening");
-    axum::serve(listener, ember_api::router(surface))
+    // With connection info: limits per source address need the peer.
+    axum::serve(listener, ember_api::router(surface).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -31,6 +31,16 @@ impl RateLimiter {
 
     /// Takes one token for `key`, or says how long until one is available.
     pub fn check(&self, key: &str) -> Result<(), Duration> {
+        self.take(key, true)
+    }
+
+    /// Like [`check`](Self::check) but takes nothing: whether `key` has a
+    /// token left.
+    pub fn peek(&self, key: &str) -> Result<(), Duration> {
+        self.take(key, false)
+    }
+
+    fn take(&self, key: &str, consume: bool) -> Result<(), Duration> {
         let now = Instant::now();
         let mut buckets = match self.buckets.lock() {
             Ok(guard) => guard,
@@ -44,11 +54,34 @@ impl RateLimiter {
         bucket.tokens = (bucket.tokens + now.duration_since(bucket.updated).as_secs_f64() * self.rate).min(self.burst);
         bucket.updated = now;
         if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+            if consume {
+                bucket.tokens -= 1.0;
+            }
             Ok(())
         } else {
             Err(Duration::from_secs_f64((1.0 - bucket.tokens) / self.rate))
         }
+    }
+}
+
+/// Limits per source address, checked before any credential is looked at
+/// (so before any database work): all requests, and refused credentials.
+/// A source that keeps presenting bad credentials is refused with 429
+/// without them being checked, while other sources are unaffected.
+///
+/// The source is the TCP peer. Behind a proxy that is the proxy: size the
+/// limits for it, or put ember-api where it sees clients.
+#[derive(Debug)]
+pub struct SourceLimits {
+    pub requests: RateLimiter,
+    pub refusals: RateLimiter,
+}
+
+impl Default for SourceLimits {
+    /// 200 requests/s per source (bursts of 400); 5 refused credentials/s
+    /// (bursts of 20).
+    fn default() -> Self {
+        Self { requests: RateLimiter::new(200.0, 400.0), refusals: RateLimiter::new(5.0, 20.0) }
     }
 }
 
@@ -79,5 +112,15 @@ mod tests {
         let Err(wait) = limiter.check("a") else { panic!("the fourth request in a burst of 3 must wait") };
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1), "{wait:?}");
         assert!(limiter.check("b").is_ok(), "another key has its own bucket");
+    }
+
+    #[test]
+    fn peeking_takes_nothing() {
+        let limiter = RateLimiter::new(0.001, 1.0);
+        for _ in 0..3 {
+            assert!(limiter.peek("a").is_ok());
+        }
+        assert!(limiter.check("a").is_ok());
+        assert!(limiter.peek("a").is_err(), "the only token is gone");
     }
 }

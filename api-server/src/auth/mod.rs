@@ -9,16 +9,18 @@
 pub mod jwks;
 pub mod jwt;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{FromRef, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use serde::Serialize;
 
-use crate::audit::{AuditLog, Event};
 use crate::error::Error;
 use crate::keys::{KeyGrant, KeyStore, is_api_key};
+use crate::ratelimit::SourceLimits;
+use crate::refusals::Refusals;
 pub use jwt::{JwtSettings, JwtVerifier};
 
 /// How an API key's principal is named (`apikey:<id>`); reserved, so no
@@ -43,20 +45,43 @@ pub struct Principal {
 #[derive(Debug)]
 pub struct Authenticator {
     pub jwt: Arc<JwtVerifier>,
-    /// API keys work only with a platform database.
-    pub keys: Option<(KeyStore, AuditLog)>,
+    /// API keys work only with a platform database; refused keys are
+    /// counted there.
+    pub keys: Option<(KeyStore, Arc<Refusals>)>,
+    /// Checked per source before any credential is.
+    pub sources: SourceLimits,
 }
 
 impl Authenticator {
-    pub fn jwt_only(jwt: Arc<JwtVerifier>) -> Self {
-        Self { jwt, keys: None }
+    pub fn new(jwt: Arc<JwtVerifier>, keys: Option<(KeyStore, Arc<Refusals>)>) -> Self {
+        Self { jwt, keys, sources: SourceLimits::default() }
     }
 
-    pub async fn authenticate(&self, token: &str) -> Result<Principal, Error> {
+    pub fn jwt_only(jwt: Arc<JwtVerifier>) -> Self {
+        Self::new(jwt, None)
+    }
+
+    /// Authenticates a request from `source`: throttled per source first,
+    /// and a refusal counts against the source.
+    pub async fn authenticate_from(&self, source: &str, token: &str) -> Result<Principal, Error> {
+        let throttled = |wait: std::time::Duration| Error::RateLimited {
+            what: format!("address {source}"),
+            retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
+        };
+        self.sources.requests.check(source).map_err(throttled)?;
+        self.sources.refusals.peek(source).map_err(throttled)?;
+        let result = self.authenticate(source, token).await;
+        if matches!(result, Err(Error::Unauthenticated(_))) {
+            let _ = self.sources.refusals.check(source);
+        }
+        result
+    }
+
+    async fn authenticate(&self, source: &str, token: &str) -> Result<Principal, Error> {
         if !is_api_key(token) {
             return self.jwt.verify(token).await;
         }
-        let Some((keys, audit)) = &self.keys else {
+        let Some((keys, refusals)) = &self.keys else {
             return Err(Error::Unauthenticated("API keys are not enabled on this server".into()));
         };
         match keys.authenticate(token).await? {
@@ -66,20 +91,18 @@ impl Authenticator {
                 api_key: Some(grant),
             }),
             Err(refusal) => {
-                let actor = format!("{API_KEY_USER_PREFIX}{}", refusal.id.as_deref().unwrap_or("?"));
-                audit
-                    .record(Event {
-                        tenant: None,
-                        actor: &actor,
-                        action: "authenticate",
-                        target: None,
-                        outcome: refusal.reason,
-                    })
-                    .await;
+                tracing::info!(source, key_id = ?refusal.id, reason = refusal.reason, "API key refused");
+                refusals.count(source, refusal.id.as_deref(), refusal.reason);
                 Err(Error::Unauthenticated(refusal.reason.into()))
             }
         }
     }
+}
+
+/// The caller's address as the listener saw it (`unknown` when the server
+/// was not started with connection info).
+fn source_of(parts: &Parts) -> String {
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
 }
 
 /// Extracts the caller from `Authorization: Bearer <jwt or API key>`;
@@ -93,6 +116,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let authenticator = Arc::<Authenticator>::from_ref(state);
+        let source = source_of(parts);
         let header = parts
             .headers
             .get(AUTHORIZATION)
@@ -102,6 +126,6 @@ where
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
             .ok_or_else(|| Error::Unauthenticated("Authorization must use the Bearer scheme".into()))?;
-        authenticator.authenticate(token.trim()).await
+        authenticator.authenticate_from(&source, token.trim()).await
     }
 }

@@ -37,18 +37,12 @@ pub async fn issue(
     let platform = platform(&state)?;
     let request: NewKey = serde_json::from_slice(&body)
         .map_err(|e| Error::Invalid(format!("body must be {{\"name\": ..., \"role\": \"view\"|\"edit\"}}: {e}")))?;
-    let issued = platform.keys.issue(access.name(), &request.name, request.role, &who.user).await?;
-    let target = format!("apikey:{}", issued.id);
-    platform
-        .audit
-        .record(Event {
-            tenant: Some(access.name()),
-            actor: &who.user,
-            action: "api-key.issue",
-            target: Some(&target),
-            outcome: "ok",
-        })
-        .await;
+    // The id is random and made at issue time: the entry names the key's
+    // name; the key's id is in its listing.
+    let target = format!("apikey-name:{}", request.name);
+    let event = Event { tenant: Some(access.name()), actor: &who.user, action: "api-key.issue", target: Some(&target) };
+    let issued =
+        state.audited(event, platform.keys.issue(access.name(), &request.name, request.role, &who.user)).await?;
     Ok((StatusCode::CREATED, Json(issued)))
 }
 
@@ -68,20 +62,17 @@ pub async fn revoke(
 ) -> Result<StatusCode> {
     let access = state.access(&tenant, &who, TenantRole::Admin)?;
     let platform = platform(&state)?;
-    if !platform.keys.revoke(access.name(), &id).await? {
-        return Err(Error::NotFound(format!("no live API key '{id}' in tenant '{tenant}'")));
-    }
     let target = format!("apikey:{id}");
-    platform
-        .audit
-        .record(Event {
-            tenant: Some(access.name()),
-            actor: &who.user,
-            action: "api-key.revoke",
-            target: Some(&target),
-            outcome: "ok",
+    let event =
+        Event { tenant: Some(access.name()), actor: &who.user, action: "api-key.revoke", target: Some(&target) };
+    state
+        .audited(event, async {
+            match platform.keys.revoke(access.name(), &id).await? {
+                true => Ok(()),
+                false => Err(Error::NotFound(format!("no live API key '{id}' in tenant '{tenant}'"))),
+            }
         })
-        .await;
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

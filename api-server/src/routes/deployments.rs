@@ -95,12 +95,10 @@ pub async fn put(
     // field) instead of being silently pruned.
     params.field_validation = Some(ValidationDirective::Strict);
     let api: Api<ModelDeployment> = Api::namespaced(state.client.clone(), namespace);
-    let applied = api.patch(&name, &params, &Patch::Apply(&object)).await?;
     let target = format!("modeldeployment:{name}");
     let action = if existed { "deployment.update" } else { "deployment.create" };
-    state
-        .audit(Event { tenant: Some(access.name()), actor: &who.user, action, target: Some(&target), outcome: "ok" })
-        .await;
+    let event = Event { tenant: Some(access.name()), actor: &who.user, action, target: Some(&target) };
+    let applied = state.audited(event, async { Ok(api.patch(&name, &params, &Patch::Apply(&object)).await?) }).await?;
     let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(DeploymentView::of(access.name(), &applied))))
 }
@@ -112,20 +110,17 @@ pub async fn delete(
 ) -> Result<StatusCode> {
     let access = state.access(&tenant, &who, TenantRole::Edit)?;
     let api: Api<ModelDeployment> = Api::namespaced(state.client.clone(), access.writable_namespace()?);
-    api.delete(&name, &DeleteParams::default()).await.map_err(|e| match Error::from(e) {
-        Error::NotFound(_) => Error::NotFound(format!("deployment '{name}' not found in tenant '{tenant}'")),
-        other => other,
-    })?;
     let target = format!("modeldeployment:{name}");
+    let event =
+        Event { tenant: Some(access.name()), actor: &who.user, action: "deployment.delete", target: Some(&target) };
     state
-        .audit(Event {
-            tenant: Some(access.name()),
-            actor: &who.user,
-            action: "deployment.delete",
-            target: Some(&target),
-            outcome: "ok",
+        .audited(event, async {
+            api.delete(&name, &DeleteParams::default()).await.map_err(|e| match Error::from(e) {
+                Error::NotFound(_) => Error::NotFound(format!("deployment '{name}' not found in tenant '{tenant}'")),
+                other => other,
+            })
         })
-        .await;
+        .await?;
     Ok(StatusCode::ACCEPTED)
 }
 

@@ -55,11 +55,19 @@ pub struct Platform {
 }
 
 impl Tenancy {
-    /// Records a change to a tenant's objects (when there is an audit log).
-    pub async fn audit(&self, event: Event<'_>) {
-        if let Some(platform) = &self.platform {
-            platform.audit.record(event).await;
-        }
+    /// Runs `action` on the record: with an audit log, the entry is written
+    /// first (if that fails, 503 and the action does not run) and completed
+    /// with the outcome afterwards.
+    pub async fn audited<T>(&self, event: Event<'_>, action: impl Future<Output = Result<T>>) -> Result<T> {
+        let Some(platform) = &self.platform else { return action.await };
+        let pending = platform.audit.begin(&event).await?;
+        let result = action.await;
+        let outcome = match &result {
+            Ok(_) => "ok".to_owned(),
+            Err(error) => format!("failed ({})", error.status().as_u16()),
+        };
+        platform.audit.finish(pending, &outcome).await;
+        result
     }
 }
 

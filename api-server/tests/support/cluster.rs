@@ -11,7 +11,8 @@ use ember_api::cache::Caches;
 use ember_api::keys::KeyStore;
 use ember_api::metering::Metering;
 use ember_api::platform_db;
-use ember_api::ratelimit::RateLimits;
+use ember_api::ratelimit::{RateLimits, SourceLimits};
+use ember_api::refusals::Refusals;
 use ember_api::routes::Platform;
 use ember_api::routes::Tenancy;
 use ember_api::routes::inference::Upstream;
@@ -49,22 +50,38 @@ pub struct Harness {
 impl Harness {
     /// `endpoint_template`: where inference calls go (see `Upstream`).
     pub async fn start(endpoint_template: &str) -> Self {
-        Self::start_with(endpoint_template, None, RateLimits::default()).await
+        Self::start_with(endpoint_template, None, RateLimits::default(), SourceLimits::default()).await
     }
 
     /// With the given rate limits instead of the defaults.
     pub async fn start_with_limits(limits: RateLimits) -> Self {
-        Self::start_with(SERVICE_ENDPOINTS, None, limits).await
+        Self::start_with(SERVICE_ENDPOINTS, None, limits, SourceLimits::default()).await
     }
 
     /// Also with API keys and the audit log in the platform database at `database_url`.
     pub async fn start_with_platform(endpoint_template: &str, database_url: &str) -> Self {
-        let pool = platform_db::connect(database_url).await.unwrap();
-        let platform = Platform { keys: KeyStore::new(pool.clone()), audit: AuditLog::new(pool) };
-        Self::start_with(endpoint_template, Some(platform), RateLimits::default()).await
+        Self::start_with_platform_and_sources(endpoint_template, database_url, SourceLimits::default()).await
     }
 
-    async fn start_with(endpoint_template: &str, platform: Option<Platform>, limits: RateLimits) -> Self {
+    /// With the platform database and the given per-source limits.
+    pub async fn start_with_platform_and_sources(
+        endpoint_template: &str,
+        database_url: &str,
+        sources: SourceLimits,
+    ) -> Self {
+        let pool = platform_db::connect(database_url).await.unwrap();
+        let refusals = Arc::new(Refusals::new(pool.clone()));
+        refusals.spawn_flusher(Duration::from_millis(200));
+        let platform = Platform { keys: KeyStore::new(pool.clone()), audit: AuditLog::new(pool) };
+        Self::start_with(endpoint_template, Some((platform, refusals)), RateLimits::default(), sources).await
+    }
+
+    async fn start_with(
+        endpoint_template: &str,
+        platform: Option<(Platform, Arc<Refusals>)>,
+        limits: RateLimits,
+        sources: SourceLimits,
+    ) -> Self {
         let cp = shared_control_plane().unwrap();
         let admin = cp.client().await.unwrap();
         install_crds(&admin, &ember_crds::crd_yaml::all_crds()).await.unwrap();
@@ -84,10 +101,10 @@ impl Harness {
         let key = SigningKey::generate("k1");
         let jwks = Jwks::serve(&[&key]).await;
         let verifier = Arc::new(JwtVerifier::new(JwtSettings::new(ISSUER, AUDIENCE, &jwks.url)).unwrap());
-        let auth = Arc::new(Authenticator {
-            jwt: verifier,
-            keys: platform.as_ref().map(|p| (p.keys.clone(), p.audit.clone())),
-        });
+        let (platform, refusals) = platform.unzip();
+        let mut authenticator = Authenticator::new(verifier, platform.as_ref().map(|p| p.keys.clone()).zip(refusals));
+        authenticator.sources = sources;
+        let auth = Arc::new(authenticator);
         let upstream = Upstream { client: reqwest::Client::new(), endpoint_template: endpoint_template.into() };
         let metering = Arc::new(Metering::default());
         let caches = Caches::start(as_api.clone());
