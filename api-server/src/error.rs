@@ -26,6 +26,12 @@ pub enum Error {
     /// The request body is not what the route takes.
     #[error("{0}")]
     BadRequest(String),
+    /// The request body is larger than the route takes.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Too many requests of this kind in flight; retry shortly.
+    #[error("{0}")]
+    Busy(String),
     /// Well-formed but refused by validation (ours or the API server's CRD
     /// schema and CEL rules, whose message names the field).
     #[error("{0}")]
@@ -58,6 +64,8 @@ impl Error {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Upstream(_) | Error::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -112,6 +120,9 @@ impl IntoResponse for Error {
         let mut response = problem(status, &self.to_string());
         if let Error::RateLimited { retry_after_seconds, .. } = &self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_seconds));
+        }
+        if let Error::Busy(_) = &self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
         }
         if status == StatusCode::UNAUTHORIZED {
             // RFC 6750: tell the client which scheme and that the token failed.

@@ -23,7 +23,6 @@ pub mod routes;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{delete, get, post};
@@ -32,10 +31,6 @@ use auth::{Authenticator, Principal};
 use metering::Metering;
 use routes::{Tenancy, api_keys, deployments, inference, tenants};
 
-/// Largest request body: room for binary tensor batches; the runtime
-/// applies its own, usually smaller, limit.
-pub const MAX_BODY_BYTES: usize = 32 << 20;
-
 /// How much of the API a process serves, by what is configured.
 #[derive(Debug)]
 pub enum Surface {
@@ -43,8 +38,8 @@ pub enum Surface {
     ProbesOnly,
     /// Tokens can be checked (`/v1/whoami`) but no cluster is attached.
     Authentication(Arc<Authenticator>),
-    /// Everything built so far.
-    Full(Tenancy),
+    /// Everything built so far (boxed: it is much larger than the others).
+    Full(Box<Tenancy>),
 }
 
 pub fn router(surface: Surface) -> Router {
@@ -55,6 +50,7 @@ pub fn router(surface: Surface) -> Router {
             .route("/readyz", get(|| async { "ok" }))
             .merge(Router::new().route("/v1/whoami", get(whoami)).with_state(verifier)),
         Surface::Full(tenancy) => {
+            let tenancy = *tenancy;
             let caches = tenancy.caches.clone();
             let ready = get(move || {
                 let synced = caches.is_synced();
@@ -80,7 +76,6 @@ pub fn router(surface: Surface) -> Router {
                     .route("/v1/tenants/{tenant}/audit", get(api_keys::audit))
                     .route("/v1/tenants/{tenant}/deployments/{name}/infer", post(inference::infer))
                     .route("/v1/tenants/{tenant}/deployments/{name}/embeddings", post(inference::embeddings))
-                    .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
                     .with_state(tenancy),
             )
         }

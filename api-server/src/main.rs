@@ -90,6 +90,18 @@ struct Args {
     /// Days the counts of refused credentials are kept.
     #[arg(long, env = "EMBER_API_REFUSAL_RETENTION_DAYS", default_value_t = 30)]
     refusal_retention_days: u64,
+    /// Largest inference request body in bytes (keep it at the runtime's
+    /// `--max-request-bytes`); larger → 413.
+    #[arg(long, env = "EMBER_API_MAX_INFERENCE_REQUEST_BYTES", default_value_t = 8 << 20)]
+    max_inference_request_bytes: usize,
+    /// Largest runtime answer passed back, in bytes (streamed, not held);
+    /// declared larger → 502, undeclared → cut off there.
+    #[arg(long, env = "EMBER_API_MAX_INFERENCE_RESPONSE_BYTES", default_value_t = 16 << 20)]
+    max_inference_response_bytes: usize,
+    /// Inference calls in flight per replica; more wait briefly, then 503.
+    /// Memory for request bodies is at most this × the request limit.
+    #[arg(long, env = "EMBER_API_MAX_INFERENCE_CALLS", default_value_t = 8)]
+    max_inference_calls: usize,
     /// Longest a proxied inference call may take, in seconds.
     #[arg(long, env = "EMBER_API_INFERENCE_TIMEOUT_SECONDS", default_value_t = 60)]
     inference_timeout_seconds: u64,
@@ -126,13 +138,16 @@ async fn main() -> anyhow::Result<()> {
     let surface = match args.verifier()? {
         Some(verifier) => {
             let client = kube::Client::try_default().await?;
-            let upstream = Upstream {
-                client: reqwest::Client::builder()
+            let mut upstream = Upstream::new(
+                reqwest::Client::builder()
                     .timeout(Duration::from_secs(args.inference_timeout_seconds))
                     .redirect(reqwest::redirect::Policy::none())
                     .build()?,
-                endpoint_template: args.inference_endpoint.clone(),
-            };
+                args.inference_endpoint.clone(),
+            );
+            upstream.max_request_bytes = args.max_inference_request_bytes;
+            upstream.max_response_bytes = args.max_inference_response_bytes;
+            upstream.slots = Arc::new(tokio::sync::Semaphore::new(args.max_inference_calls.max(1)));
             let (platform, refusals) = match &args.database_url {
                 Some(url) => {
                     let pool = platform_db::connect(url).await?;
@@ -155,7 +170,7 @@ async fn main() -> anyhow::Result<()> {
                 refusals: RateLimiter::new(args.refusals_per_source, 4.0 * args.refusals_per_source),
             };
             let auth = Arc::new(authenticator);
-            Surface::Full(Tenancy {
+            Surface::Full(Box::new(Tenancy {
                 auth,
                 platform,
                 caches: Caches::start(client.clone()),
@@ -167,7 +182,7 @@ async fn main() -> anyhow::Result<()> {
                     per_caller: RateLimiter::new(args.rate_per_caller, 2.0 * args.rate_per_caller),
                     per_tenant: RateLimiter::new(args.rate_per_tenant, 2.0 * args.rate_per_tenant),
                 }),
-            })
+            }))
         }
         None => Surface::ProbesOnly,
     };

@@ -121,7 +121,13 @@ async fn tenant_users_call_their_model_through_the_api_and_usage_is_metered() {
     assert_ne!(public.status(), 200);
     let public = public.text().await.unwrap();
     assert!(!public.contains("acme-inf"), "the public listener names a tenant: {public}");
-    let metrics = reqwest::get(format!("{}/metrics", h.metrics_base)).await.unwrap().text().await.unwrap();
+    // A call is metered when its answer has been streamed to the caller.
+    let metrics = ember_testenv::poll::until_async("the calls are metered", support::cluster::TIMEOUT, async || {
+        let text = reqwest::get(format!("{}/metrics", h.metrics_base)).await.unwrap().text().await.unwrap();
+        Ok(text.contains("status=\"400\"").then_some(text))
+    })
+    .await
+    .unwrap();
     let line = |status: &str| {
         metrics
             .lines()

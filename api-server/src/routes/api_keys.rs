@@ -1,7 +1,7 @@
 //! `/v1/tenants/{t}/api-keys[/{id}]`: tenant admins issue, list and revoke
 //! the tenant's API keys. The secret is in the creation response only.
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Json;
@@ -31,10 +31,11 @@ pub async fn issue(
     State(state): State<Tenancy>,
     who: Principal,
     Path(tenant): Path<String>,
-    body: Bytes,
+    body: Body,
 ) -> Result<(StatusCode, Json<IssuedKey>)> {
     let access = state.access(&tenant, &who, TenantRole::Admin)?;
     let platform = platform(&state)?;
+    let body = super::read_body(body, 4 << 10).await?;
     let request: NewKey = serde_json::from_slice(&body)
         .map_err(|e| Error::Invalid(format!("body must be {{\"name\": ..., \"role\": \"view\"|\"edit\"}}: {e}")))?;
     // The id is random and made at issue time: the entry names the key's

@@ -3,7 +3,7 @@
 //! as field manager `ember-api`, without forcing, so fields owned by
 //! kubectl, Argo CD or Flux answer 409 instead of being taken over.
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Json;
@@ -14,7 +14,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, ValidationDirective};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::Tenancy;
+use super::{MAX_SPEC_BYTES, Tenancy, read_body};
 use crate::audit::Event;
 use crate::auth::Principal;
 use crate::authz::TenantRole;
@@ -78,11 +78,11 @@ pub async fn put(
     State(state): State<Tenancy>,
     who: Principal,
     Path((tenant, name)): Path<(String, String)>,
-    body: Bytes,
+    body: Body,
 ) -> Result<(StatusCode, Json<DeploymentView>)> {
     let access = state.access(&tenant, &who, TenantRole::Edit)?;
     let namespace = access.writable_namespace()?;
-    let spec = spec_from(&body)?;
+    let spec = spec_from(&read_body(body, MAX_SPEC_BYTES).await?)?;
     let existed = state.caches.deployment(namespace, &name).is_some();
     let object = json!({
         "apiVersion": "ember.dev/v1alpha1",

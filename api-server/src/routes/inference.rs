@@ -7,32 +7,60 @@
 //! read from the object: nothing a tenant writes can point the API at
 //! another address. Every call is metered per tenant and deployment.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 
-use super::Tenancy;
+use futures::StreamExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::{Tenancy, read_body};
 use crate::auth::Principal;
 use crate::authz::TenantRole;
 use crate::error::{Error, Result};
-use crate::metering::Call;
+use crate::metering::{Call, Metering};
 
 /// Headers passed through in both directions.
 const INFERENCE_HEADER_LENGTH: &str = "inference-header-content-length";
 const REQUEST_ID: &str = "x-request-id";
 
-/// Where inference calls go and how long they may take.
+/// Where inference calls go, and the bounds that keep ember-api's memory
+/// in check whatever callers and runtimes send: at most `slots` calls in
+/// flight, each holding at most `max_request_bytes`; answers are streamed.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub client: reqwest::Client,
     /// Base URL with `{name}` and `{namespace}` placeholders.
     pub endpoint_template: String,
+    /// Largest inference request body (the runtime's own default limit).
+    pub max_request_bytes: usize,
+    /// Largest runtime answer passed back (declared larger → 502;
+    /// undeclared → cut off there).
+    pub max_response_bytes: usize,
+    /// Calls in flight; a call waits up to `SLOT_WAIT` for one, then 503.
+    pub slots: Arc<Semaphore>,
 }
 
+/// How long a call waits for a free slot before 503 + Retry-After.
+const SLOT_WAIT: Duration = Duration::from_secs(2);
+
 impl Upstream {
+    /// 8 MiB requests, 16 MiB answers, 8 calls in flight: at most 64 MiB
+    /// of request bodies, inside the pod's memory limit.
+    pub fn new(client: reqwest::Client, endpoint_template: impl Into<String>) -> Self {
+        Self {
+            client,
+            endpoint_template: endpoint_template.into(),
+            max_request_bytes: 8 << 20,
+            max_response_bytes: 16 << 20,
+            slots: Arc::new(Semaphore::new(8)),
+        }
+    }
+
     fn base_url(&self, name: &str, namespace: &str) -> String {
         self.endpoint_template.replace("{name}", name).replace("{namespace}", namespace)
     }
@@ -43,7 +71,7 @@ pub async fn infer(
     who: Principal,
     Path((tenant, name)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response> {
     let path = format!("/v2/models/{name}/infer");
     forward(state, who, tenant, name, &path, headers, body).await
@@ -54,7 +82,7 @@ pub async fn embeddings(
     who: Principal,
     Path((tenant, name)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response> {
     forward(state, who, tenant, name, "/v1/embeddings", headers, body).await
 }
@@ -66,7 +94,7 @@ async fn forward(
     name: String,
     path: &str,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response> {
     // Calling a model is reading it: viewers may.
     let access = state.access(&tenant, &who, TenantRole::View)?;
@@ -80,9 +108,17 @@ async fn forward(
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map_or_else(new_request_id, str::to_owned);
+    // Only now, authorised and holding a slot, is the body read.
+    let slot = tokio::time::timeout(SLOT_WAIT, state.upstream.slots.clone().acquire_owned())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| Error::Busy("too many inference calls in flight; retry shortly".into()))?;
+    let body = read_body(body, state.upstream.max_request_bytes).await?;
     let url = format!("{}{path}", state.upstream.base_url(&name, &namespace));
     let started = Instant::now();
     let bytes_in = body.len() as u64;
+    let max_response_bytes = state.upstream.max_response_bytes;
 
     let mut request = state.upstream.client.post(&url).header(REQUEST_ID, &request_id).body(body);
     for passed in [header::CONTENT_TYPE.as_str(), INFERENCE_HEADER_LENGTH] {
@@ -90,52 +126,120 @@ async fn forward(
             request = request.header(passed, value);
         }
     }
-    let outcome = async {
-        let response = request.send().await?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.bytes().await?;
-        Ok::<_, reqwest::Error>((status, headers, body))
-    }
-    .await;
-
-    let (status, response) = match outcome {
-        Ok((status, upstream_headers, body)) => {
-            let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            let mut response = Response::new(Body::from(body));
+    let mut finish = Finished {
+        metering: state.metering.clone(),
+        tenant: access.name().to_owned(),
+        deployment: name.clone(),
+        status: StatusCode::BAD_GATEWAY,
+        bytes_in,
+        bytes_out: 0,
+        started,
+        _slot: slot,
+    };
+    let outcome = match request.send().await {
+        Err(error) => Err(UpstreamFailure::Http(error)),
+        // A declared length over the cap is refused unread.
+        Ok(answer) if answer.content_length().is_some_and(|n| n > max_response_bytes as u64) => {
+            Err(UpstreamFailure::TooLarge)
+        }
+        Ok(answer) => Ok(answer),
+    };
+    let mut response = match outcome {
+        Ok(answer) => {
+            let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let upstream_headers = answer.headers().clone();
+            finish.status = status;
+            let mut response = Response::new(Body::from_stream(stream_capped(answer, max_response_bytes, finish)));
             *response.status_mut() = status;
-            for passed in [header::CONTENT_TYPE.as_str(), INFERENCE_HEADER_LENGTH, header::RETRY_AFTER.as_str()] {
+            for passed in [
+                header::CONTENT_TYPE.as_str(),
+                header::CONTENT_LENGTH.as_str(),
+                INFERENCE_HEADER_LENGTH,
+                header::RETRY_AFTER.as_str(),
+            ] {
                 if let Some(value) = upstream_headers.get(passed) {
                     response.headers_mut().insert(HeaderName::from_static(passed), value.clone());
                 }
             }
-            (status, response)
+            response
         }
-        Err(error) => {
-            tracing::warn!(%error, tenant = %tenant, deployment = %name, request_id = %request_id, "inference upstream failed");
-            let (status, detail) = if error.is_timeout() {
-                (StatusCode::GATEWAY_TIMEOUT, format!("deployment '{name}' did not answer in time"))
-            } else {
-                (StatusCode::BAD_GATEWAY, format!("deployment '{name}' is not reachable; is it Ready?"))
+        Err(failure) => {
+            tracing::warn!(?failure, tenant = %tenant, deployment = %name, request_id = %request_id, "inference upstream failed");
+            let (status, detail) = match failure {
+                UpstreamFailure::Http(error) if error.is_timeout() => {
+                    (StatusCode::GATEWAY_TIMEOUT, format!("deployment '{name}' did not answer in time"))
+                }
+                UpstreamFailure::Http(_) => {
+                    (StatusCode::BAD_GATEWAY, format!("deployment '{name}' is not reachable; is it Ready?"))
+                }
+                UpstreamFailure::TooLarge => (
+                    StatusCode::BAD_GATEWAY,
+                    format!("deployment '{name}' answered with more than {max_response_bytes} bytes"),
+                ),
             };
-            (status, crate::error::problem(status, &detail))
+            finish.status = status;
+            drop(finish);
+            crate::error::problem(status, &detail)
         }
     };
-    let mut response = response;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
-    let bytes_out = axum::body::HttpBody::size_hint(response.body()).exact().unwrap_or(0);
-    state.metering.record(&Call {
-        tenant: access.name(),
-        deployment: &name,
-        status: status.as_u16(),
-        bytes_in,
-        bytes_out,
-        elapsed: started.elapsed(),
-    });
-    tracing::info!(tenant = %tenant, deployment = %name, user = %who.user, request_id = %request_id, status = status.as_u16(), "inference proxied");
+    tracing::info!(tenant = %tenant, deployment = %name, user = %who.user, request_id = %request_id, status = response.status().as_u16(), "inference proxied");
     Ok(response)
+}
+
+/// The runtime's answer passed on chunk by chunk, never buffered whole:
+/// memory per call stays at a few chunks whatever the answer's size. An
+/// answer that grows past `max` without having declared its length is cut
+/// off there (the caller sees the response abort).
+fn stream_capped(
+    answer: reqwest::Response,
+    max: usize,
+    mut finished: Finished,
+) -> impl futures::Stream<Item = std::io::Result<axum::body::Bytes>> {
+    answer.bytes_stream().map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        finished.bytes_out += chunk.len() as u64;
+        if finished.bytes_out > max as u64 {
+            return Err(std::io::Error::other(format!("the runtime's answer is larger than {max} bytes")));
+        }
+        Ok(chunk)
+    })
+}
+
+/// Meters a call when it ends: when its answer has been streamed (or the
+/// caller went away), or at once for an answer ember-api made itself. It
+/// holds the call's slot until then.
+struct Finished {
+    metering: Arc<Metering>,
+    tenant: String,
+    deployment: String,
+    status: StatusCode,
+    bytes_in: u64,
+    bytes_out: u64,
+    started: Instant,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.metering.record(&Call {
+            tenant: &self.tenant,
+            deployment: &self.deployment,
+            status: self.status.as_u16(),
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            elapsed: self.started.elapsed(),
+        });
+    }
+}
+
+/// Why the runtime's answer did not come back.
+#[derive(Debug)]
+enum UpstreamFailure {
+    Http(reqwest::Error),
+    TooLarge,
 }
 
 /// A random correlation id when the caller sent none.

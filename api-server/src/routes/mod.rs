@@ -7,7 +7,9 @@ pub mod tenants;
 
 use std::sync::Arc;
 
+use axum::body::{Body, Bytes};
 use axum::extract::FromRef;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use kube::Client;
 
 use crate::audit::{AuditLog, Event};
@@ -107,6 +109,22 @@ impl TenantAccess {
                 Err(Error::Conflict(format!("tenant '{}' is not Ready ({why}); changes wait until it is", self.name())))
             }
         }
+    }
+}
+
+/// Largest body of a spec write (a ModelDeployment spec is a few hundred
+/// bytes; room for long URIs and many env entries).
+pub const MAX_SPEC_BYTES: usize = 64 << 10;
+
+/// Reads a request body of at most `limit` bytes. Handlers call it only
+/// after authorising the caller, so a stranger's body is never read.
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(Error::TooLarge(format!("the request body is larger than this route takes ({limit} bytes)")))
+        }
+        Err(error) => Err(Error::BadRequest(format!("the request body could not be read: {error}"))),
     }
 }
 

@@ -40,6 +40,8 @@ pub struct Harness {
     pub base: String,
     /// The separate metrics listener (`ember_api::metrics_router`).
     pub metrics_base: String,
+    /// The local identity provider's JWKS document.
+    pub jwks_url: String,
     key: SigningKey,
     pub admin: Client,
     http: reqwest::Client,
@@ -105,7 +107,7 @@ impl Harness {
         let mut authenticator = Authenticator::new(verifier, platform.as_ref().map(|p| p.keys.clone()).zip(refusals));
         authenticator.sources = sources;
         let auth = Arc::new(authenticator);
-        let upstream = Upstream { client: reqwest::Client::new(), endpoint_template: endpoint_template.into() };
+        let upstream = Upstream::new(reqwest::Client::new(), endpoint_template);
         let metering = Arc::new(Metering::default());
         let caches = Caches::start(as_api.clone());
         let tenancy = Tenancy {
@@ -117,7 +119,7 @@ impl Harness {
             metering: metering.clone(),
             limits: Arc::new(limits),
         };
-        let base = format!("http://{}", spawn(router(Surface::Full(tenancy))).await);
+        let base = format!("http://{}", spawn(router(Surface::Full(Box::new(tenancy)))).await);
         let metrics_base = format!("http://{}", spawn(metrics_router(metering)).await);
         let http = reqwest::Client::new();
         poll::until_async("ember-api ready", TIMEOUT, async || {
@@ -126,8 +128,9 @@ impl Harness {
         })
         .await
         .unwrap();
+        let jwks_url = jwks.url.clone();
         std::mem::forget(jwks); // its server task lives as long as the test
-        Self { base, metrics_base, key, admin, http, caches }
+        Self { base, metrics_base, jwks_url, key, admin, http, caches }
     }
 
     pub fn token(&self, user: &str, groups: &[&str]) -> String {
