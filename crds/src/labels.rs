@@ -30,6 +30,10 @@ pub const PSS_LEVEL_RESTRICTED: &str = "restricted";
 /// Pinned PSS version, so a cluster upgrade never silently changes the rules.
 pub const PSS_VERSION: &str = "v1.37";
 
+/// Tenant annotation by which a platform admin hands a retained database
+/// role and schema of an earlier Tenant (its UID is the value) to this one.
+pub const ADOPT_DATABASE: &str = "ember.dev/adopt-database";
+
 /// Finalizer the operator puts on Tenants to clean up the database part.
 pub const TENANT_FINALIZER: &str = "ember.dev/tenant-cleanup";
 

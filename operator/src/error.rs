@@ -59,6 +59,9 @@ impl Error {
     /// True when retrying cannot help until the user changes the spec (or
     /// the platform team the configuration): the object is `Stalled`.
     pub fn needs_user_action(&self) -> bool {
+        if let Error::Database(e) = self {
+            return e.needs_user_action();
+        }
         matches!(
             self,
             Error::NamespaceConflict { .. }

@@ -6,12 +6,15 @@
 use std::time::{Duration, Instant};
 
 use ember_operator::database::{
-    CONNECT_TIMEOUT, DatabaseError, DatabaseServer, connection_url, drop_tenant_database, ensure_tenant_database,
-    random_password, retain_tenant_database,
+    CONNECT_TIMEOUT, DatabaseError, DatabaseServer, Ownership, connection_url, drop_tenant_database,
+    ensure_tenant_database, random_password, retain_tenant_database,
 };
 use ember_testenv::{Postgres, SUPERUSER};
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::{ConnectOptions, Connection, PgConnection};
+
+/// The Tenant these tests provision for (one UID; tenants differ by name).
+const OURS: Ownership<'static> = Ownership { uid: "0b7c1a4e-ours", adopt: None, unmarked_are_ours: false };
 
 async fn start_postgres() -> Postgres {
     tokio::task::spawn_blocking(|| Postgres::start().unwrap()).await.unwrap()
@@ -76,7 +79,7 @@ async fn ensure_creates_a_role_that_owns_and_uses_its_schema() {
     let pool = server_for(&pg).admin_pool();
     let password = random_password();
 
-    let created = ensure_tenant_database(&pool, "data-team", 5, &password).await.unwrap();
+    let created = ensure_tenant_database(&pool, &OURS, "data-team", 5, &password).await.unwrap();
     assert_eq!(created.role, "tenant_data_team");
     assert_eq!(created.schema, "tenant_data_team");
     assert_eq!(roles_and_schemas(&pool, "tenant_data_team").await, (1, 1));
@@ -143,8 +146,8 @@ async fn passwords_reach_neither_our_logs_nor_the_server_log() {
     tracing::subscriber::set_global_default(subscriber).unwrap();
 
     let (password, rotated) = (random_password(), random_password());
-    ensure_tenant_database(&pool, "quiet", 2, &password).await.unwrap();
-    ensure_tenant_database(&pool, "quiet", 2, &rotated).await.unwrap();
+    ensure_tenant_database(&pool, &OURS, "quiet", 2, &password).await.unwrap();
+    ensure_tenant_database(&pool, &OURS, "quiet", 2, &rotated).await.unwrap();
     tenant_conn(&pg, "quiet", &rotated).await;
 
     // sqlx logs statements by default; a marker through a default connection proves the capture works.
@@ -167,8 +170,8 @@ async fn tenants_cannot_touch_each_other_or_create_in_public() {
     let pg = start_postgres().await;
     let pool = server_for(&pg).admin_pool();
     let (password_a, password_b) = (random_password(), random_password());
-    ensure_tenant_database(&pool, "alpha", 5, &password_a).await.unwrap();
-    ensure_tenant_database(&pool, "beta", 5, &password_b).await.unwrap();
+    ensure_tenant_database(&pool, &OURS, "alpha", 5, &password_a).await.unwrap();
+    ensure_tenant_database(&pool, &OURS, "beta", 5, &password_b).await.unwrap();
 
     let mut b = tenant_conn(&pg, "beta", &password_b).await;
     sqlx::raw_sql("CREATE TABLE secrets (x int); INSERT INTO secrets VALUES (1)").execute(&mut b).await.unwrap();
@@ -192,7 +195,7 @@ async fn tenants_cannot_touch_each_other_or_create_in_public() {
         .await
         .unwrap();
     sqlx::raw_sql("SELECT * FROM tenant_beta.secrets").execute(&mut a).await.unwrap();
-    ensure_tenant_database(&pool, "beta", 5, &password_b).await.unwrap();
+    ensure_tenant_database(&pool, &OURS, "beta", 5, &password_b).await.unwrap();
     expect_denied(&mut a, "SELECT * FROM tenant_beta.secrets").await;
 }
 
@@ -200,7 +203,7 @@ async fn tenants_cannot_touch_each_other_or_create_in_public() {
 async fn roles_have_no_privileges_and_scram_passwords() {
     let pg = start_postgres().await;
     let pool = server_for(&pg).admin_pool();
-    ensure_tenant_database(&pool, "acme", 3, &random_password()).await.unwrap();
+    ensure_tenant_database(&pool, &OURS, "acme", 3, &random_password()).await.unwrap();
 
     let (login, superuser, createdb, createrole, replication, bypassrls, limit): (
         bool,
@@ -240,7 +243,7 @@ async fn connection_limit_refuses_the_next_connection() {
     let pg = start_postgres().await;
     let pool = server_for(&pg).admin_pool();
     let password = random_password();
-    ensure_tenant_database(&pool, "limited", 2, &password).await.unwrap();
+    ensure_tenant_database(&pool, &OURS, "limited", 2, &password).await.unwrap();
 
     let first = tenant_conn(&pg, "limited", &password).await;
     let second = tenant_conn(&pg, "limited", &password).await;
@@ -248,7 +251,7 @@ async fn connection_limit_refuses_the_next_connection() {
     assert_eq!(sqlstate(&third).as_deref(), Some(TOO_MANY_CONNECTIONS), "{third}");
 
     // Raising the limit on a later reconcile takes effect for the next connection.
-    ensure_tenant_database(&pool, "limited", 3, &password).await.unwrap();
+    ensure_tenant_database(&pool, &OURS, "limited", 3, &password).await.unwrap();
     let third = tenant_conn(&pg, "limited", &password).await;
     drop((first, second, third));
 }
@@ -259,21 +262,24 @@ async fn ensure_is_idempotent_and_converges_from_partial_states() {
     let pool = server_for(&pg).admin_pool();
     let password = random_password();
 
-    ensure_tenant_database(&pool, "repeat", 4, &password).await.unwrap();
-    ensure_tenant_database(&pool, "repeat", 4, &password).await.unwrap();
+    ensure_tenant_database(&pool, &OURS, "repeat", 4, &password).await.unwrap();
+    ensure_tenant_database(&pool, &OURS, "repeat", 4, &password).await.unwrap();
     assert_eq!(roles_and_schemas(&pool, "tenant_repeat").await, (1, 1));
 
-    // A crash after CREATE ROLE of a hand-run (non-transactional) attempt: role, no schema.
-    sqlx::raw_sql("CREATE ROLE tenant_half NOLOGIN").execute(&pool).await.unwrap();
-    ensure_tenant_database(&pool, "half", 4, &password).await.unwrap();
+    // Our role left without its schema (dropped by hand): the schema comes back.
+    ensure_tenant_database(&pool, &OURS, "half", 4, &password).await.unwrap();
+    sqlx::raw_sql("DROP SCHEMA tenant_half").execute(&pool).await.unwrap();
+    ensure_tenant_database(&pool, &OURS, "half", 4, &password).await.unwrap();
     assert_eq!(roles_and_schemas(&pool, "tenant_half").await, (1, 1));
     let mut conn = tenant_conn(&pg, "half", &password).await;
     sqlx::raw_sql("CREATE TABLE t (x int)").execute(&mut conn).await.unwrap();
 
-    // Schema exists, owned by someone else and open to PUBLIC; role exists with wrong attributes.
+    // Our role and schema drifted by hand: given to someone else, opened to PUBLIC, wrong
+    // attributes, memberships that reach other data.
+    ensure_tenant_database(&pool, &OURS, "drift", 4, &password).await.unwrap();
     sqlx::raw_sql(
-        "CREATE ROLE tenant_drift LOGIN CREATEDB CREATEROLE BYPASSRLS CONNECTION LIMIT 100 VALID UNTIL '2000-01-01';
-         CREATE SCHEMA tenant_drift; GRANT ALL ON SCHEMA tenant_drift TO PUBLIC;
+        "ALTER ROLE tenant_drift LOGIN CREATEDB CREATEROLE BYPASSRLS CONNECTION LIMIT 100 VALID UNTIL '2000-01-01';
+         ALTER SCHEMA tenant_drift OWNER TO tenant_half; GRANT ALL ON SCHEMA tenant_drift TO PUBLIC;
          GRANT CREATE ON SCHEMA public TO PUBLIC; GRANT ALL ON SCHEMA public TO tenant_drift;
          GRANT pg_read_all_data, tenant_half TO tenant_drift;
          GRANT USAGE, CREATE ON SCHEMA tenant_drift TO tenant_half WITH GRANT OPTION",
@@ -281,7 +287,7 @@ async fn ensure_is_idempotent_and_converges_from_partial_states() {
     .execute(&pool)
     .await
     .unwrap();
-    ensure_tenant_database(&pool, "drift", 4, &password).await.unwrap();
+    ensure_tenant_database(&pool, &OURS, "drift", 4, &password).await.unwrap();
     assert_eq!(roles_and_schemas(&pool, "tenant_drift").await, (1, 1));
     let (createdb, createrole, bypassrls, limit): (bool, bool, bool, i32) = sqlx::query_as(
         "SELECT rolcreatedb, rolcreaterole, rolbypassrls, rolconnlimit FROM pg_roles WHERE rolname = 'tenant_drift'",
@@ -312,7 +318,7 @@ async fn a_crash_mid_ensure_leaves_nothing_half_done() {
     let pg = start_postgres().await;
     let pool = server_for(&pg).admin_pool();
     let password = random_password();
-    ensure_tenant_database(&pool, "first", 2, &password).await.unwrap();
+    ensure_tenant_database(&pool, &OURS, "first", 2, &password).await.unwrap();
 
     // Hold the lock ensure takes for shared grants (class "EMBS", key hashtext('shared') in
     // provision.rs), so a new tenant's ensure stops after creating its role and schema.
@@ -320,7 +326,7 @@ async fn a_crash_mid_ensure_leaves_nothing_half_done() {
     sqlx::raw_sql("SELECT pg_advisory_lock(1162691155, hashtext('shared'))").execute(&mut blocker).await.unwrap();
     let ensure = tokio::spawn({
         let (pool, password) = (pool.clone(), password.clone());
-        async move { ensure_tenant_database(&pool, "crashy", 2, &password).await }
+        async move { ensure_tenant_database(&pool, &OURS, "crashy", 2, &password).await }
     });
     // Wait until it is stuck on the lock, then kill its backend: the operator "crashed" there.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -343,7 +349,7 @@ async fn a_crash_mid_ensure_leaves_nothing_half_done() {
     assert_eq!(roles_and_schemas(&pool, "tenant_crashy").await, (0, 0));
 
     drop(blocker);
-    ensure_tenant_database(&pool, "crashy", 2, &password).await.unwrap();
+    ensure_tenant_database(&pool, &OURS, "crashy", 2, &password).await.unwrap();
     assert_eq!(roles_and_schemas(&pool, "tenant_crashy").await, (1, 1));
     tenant_conn(&pg, "crashy", &password).await;
 }
@@ -360,7 +366,7 @@ async fn concurrent_ensures_from_several_replicas_do_not_conflict() {
         .flat_map(|tenant| replicas.iter().map(move |pool| (tenant, pool.clone())))
         .map(|(tenant, pool)| {
             let password = password.clone();
-            tokio::spawn(async move { ensure_tenant_database(&pool, &format!("t{tenant}"), 2, &password).await })
+            tokio::spawn(async move { ensure_tenant_database(&pool, &OURS, &format!("t{tenant}"), 2, &password).await })
         })
         .collect();
     for task in tasks {
@@ -376,10 +382,10 @@ async fn rotating_the_password_refuses_the_old_one() {
     let pg = start_postgres().await;
     let pool = server_for(&pg).admin_pool();
     let (old, new) = (random_password(), random_password());
-    ensure_tenant_database(&pool, "rotate", 5, &old).await.unwrap();
+    ensure_tenant_database(&pool, &OURS, "rotate", 5, &old).await.unwrap();
     let still_open = tenant_conn(&pg, "rotate", &old).await;
 
-    ensure_tenant_database(&pool, "rotate", 5, &new).await.unwrap();
+    ensure_tenant_database(&pool, &OURS, "rotate", 5, &new).await.unwrap();
     let refused = connect_as(&pg, "tenant_rotate", &old).await.expect_err("old password accepted");
     assert_eq!(sqlstate(&refused).as_deref(), Some(INVALID_PASSWORD), "{refused}");
     tenant_conn(&pg, "rotate", &new).await;
@@ -393,12 +399,12 @@ async fn retain_keeps_data_and_disables_login() {
     let pg = start_postgres().await;
     let pool = server_for(&pg).admin_pool();
     let password = random_password();
-    ensure_tenant_database(&pool, "keeper", 5, &password).await.unwrap();
+    ensure_tenant_database(&pool, &OURS, "keeper", 5, &password).await.unwrap();
     let mut conn = tenant_conn(&pg, "keeper", &password).await;
     sqlx::raw_sql("CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)").execute(&mut conn).await.unwrap();
 
-    retain_tenant_database(&pool, "keeper").await.unwrap();
-    retain_tenant_database(&pool, "keeper").await.unwrap();
+    assert!(retain_tenant_database(&pool, &OURS, "keeper").await.unwrap());
+    retain_tenant_database(&pool, &OURS, "keeper").await.unwrap();
     // The open session was ended, and no new one is allowed.
     assert!(conn.ping().await.is_err(), "session survived retain");
     let refused = connect_as(&pg, "tenant_keeper", &password).await.expect_err("login after retain");
@@ -407,14 +413,30 @@ async fn retain_keeps_data_and_disables_login() {
     assert_eq!(kept, 42);
     assert_eq!(roles_and_schemas(&pool, "tenant_keeper").await, (1, 1));
 
-    // Recreating the Tenant brings the data back.
-    ensure_tenant_database(&pool, "keeper", 5, &password).await.unwrap();
-    let mut conn = tenant_conn(&pg, "keeper", &password).await;
+    // A new Tenant of the same name (another UID) does not get the old data or role...
+    let successor = Ownership { uid: "5e77-successor", adopt: None, unmarked_are_ours: false };
+    let new_password = random_password();
+    let refused = ensure_tenant_database(&pool, &successor, "keeper", 5, &new_password).await.unwrap_err();
+    assert!(matches!(&refused, DatabaseError::NotOurs { holder: Some(uid), .. } if uid == OURS.uid), "{refused}");
+    assert_eq!(refused.category(), "DatabaseConflict");
+    assert!(refused.needs_user_action());
+    assert!(refused.to_string().contains("ember.dev/adopt-database=0b7c1a4e-ours"), "{refused}");
+    assert!(connect_as(&pg, "tenant_keeper", &new_password).await.is_err(), "the new password was set");
+    assert!(!drop_tenant_database(&pool, &successor, "keeper").await.unwrap(), "the successor dropped old data");
+    assert_eq!(roles_and_schemas(&pool, "tenant_keeper").await, (1, 1));
+
+    // ...until a platform admin hands it over: then the data comes back.
+    let adopting = Ownership { adopt: Some(OURS.uid), ..successor };
+    ensure_tenant_database(&pool, &adopting, "keeper", 5, &new_password).await.unwrap();
+    let mut conn = tenant_conn(&pg, "keeper", &new_password).await;
     let kept: i32 = sqlx::query_scalar("SELECT x FROM kept").fetch_one(&mut conn).await.unwrap();
     assert_eq!(kept, 42);
+    // Now stamped with the successor's UID: it no longer needs the annotation, the old UID no longer fits.
+    ensure_tenant_database(&pool, &successor, "keeper", 5, &new_password).await.unwrap();
+    assert!(ensure_tenant_database(&pool, &OURS, "keeper", 5, &password).await.is_err());
 
     // Retaining a tenant that never had a database is fine.
-    retain_tenant_database(&pool, "never-existed").await.unwrap();
+    retain_tenant_database(&pool, &OURS, "never-existed").await.unwrap();
 }
 
 #[tokio::test]
@@ -422,21 +444,21 @@ async fn drop_removes_schema_and_role_even_with_open_sessions() {
     let pg = start_postgres().await;
     let pool = server_for(&pg).admin_pool();
     let password = random_password();
-    ensure_tenant_database(&pool, "goner", 5, &password).await.unwrap();
-    ensure_tenant_database(&pool, "neighbour", 5, &password).await.unwrap();
+    ensure_tenant_database(&pool, &OURS, "goner", 5, &password).await.unwrap();
+    ensure_tenant_database(&pool, &OURS, "neighbour", 5, &password).await.unwrap();
     let mut conn = tenant_conn(&pg, "goner", &password).await;
     sqlx::raw_sql("CREATE TABLE data (x int); INSERT INTO data VALUES (1)").execute(&mut conn).await.unwrap();
     // A session holding a lock inside the schema must not block the drop.
     sqlx::raw_sql("BEGIN; LOCK TABLE data IN ACCESS EXCLUSIVE MODE").execute(&mut conn).await.unwrap();
 
-    drop_tenant_database(&pool, "goner").await.unwrap();
-    drop_tenant_database(&pool, "goner").await.unwrap();
+    assert!(drop_tenant_database(&pool, &OURS, "goner").await.unwrap());
+    drop_tenant_database(&pool, &OURS, "goner").await.unwrap();
     assert_eq!(roles_and_schemas(&pool, "tenant_goner").await, (0, 0));
     assert_eq!(roles_and_schemas(&pool, "tenant_neighbour").await, (1, 1), "the neighbour is untouched");
     tenant_conn(&pg, "neighbour", &password).await;
 
     // Dropping a tenant that never had a database is fine.
-    drop_tenant_database(&pool, "never-existed").await.unwrap();
+    drop_tenant_database(&pool, &OURS, "never-existed").await.unwrap();
 }
 
 #[tokio::test]
@@ -444,15 +466,15 @@ async fn invalid_input_never_reaches_the_server() {
     let pg = start_postgres().await;
     let pool = server_for(&pg).admin_pool();
     for bad in ["Acme", "a\"; DROP ROLE postgres; --", "ac_me", ""] {
-        let error = ensure_tenant_database(&pool, bad, 5, "x").await.unwrap_err();
+        let error = ensure_tenant_database(&pool, &OURS, bad, 5, "x").await.unwrap_err();
         assert!(matches!(error, DatabaseError::InvalidName { .. }), "{bad:?}: {error}");
-        assert!(matches!(drop_tenant_database(&pool, bad).await, Err(DatabaseError::InvalidName { .. })));
+        assert!(matches!(drop_tenant_database(&pool, &OURS, bad).await, Err(DatabaseError::InvalidName { .. })));
     }
-    let error = ensure_tenant_database(&pool, "acme", 0, "x").await.unwrap_err();
+    let error = ensure_tenant_database(&pool, &OURS, "acme", 0, "x").await.unwrap_err();
     assert!(matches!(error, DatabaseError::InvalidConnectionLimit(0)));
     // A password with quotes and backslashes is a literal, not SQL; it never shows up in errors.
     let tricky = "it's a \\ secret'; DROP ROLE postgres; --";
-    ensure_tenant_database(&pool, "quoted", 5, tricky).await.unwrap();
+    ensure_tenant_database(&pool, &OURS, "quoted", 5, tricky).await.unwrap();
     tenant_conn(&pg, "quoted", tricky).await;
 }
 
@@ -461,7 +483,7 @@ async fn wrong_admin_credentials_are_reported_as_such() {
     let pg = start_postgres().await;
     let mut server = server_for(&pg);
     server.admin_password = "not-the-password".into();
-    let error = ensure_tenant_database(&server.admin_pool(), "acme", 2, &random_password()).await.unwrap_err();
+    let error = ensure_tenant_database(&server.admin_pool(), &OURS, "acme", 2, &random_password()).await.unwrap_err();
     assert_eq!(error.category(), "DatabaseAuthenticationFailed", "{error}");
     assert!(!error.to_string().contains("not-the-password"));
 }
@@ -471,7 +493,7 @@ async fn an_outage_is_reported_as_unreachable_and_heals() {
     let mut pg = start_postgres().await;
     let pool = server_for(&pg).admin_pool();
     let password = random_password();
-    ensure_tenant_database(&pool, "outage", 5, &password).await.unwrap();
+    ensure_tenant_database(&pool, &OURS, "outage", 5, &password).await.unwrap();
 
     pg = tokio::task::spawn_blocking(move || {
         pg.stop();
@@ -480,7 +502,7 @@ async fn an_outage_is_reported_as_unreachable_and_heals() {
     .await
     .unwrap();
     let started = Instant::now();
-    let error = ensure_tenant_database(&pool, "outage", 5, &password).await.unwrap_err();
+    let error = ensure_tenant_database(&pool, &OURS, "outage", 5, &password).await.unwrap_err();
     let took = started.elapsed();
     assert!(matches!(error, DatabaseError::Unreachable { .. }), "{error}");
     assert_eq!(error.category(), "DatabaseUnreachable");
@@ -494,7 +516,57 @@ async fn an_outage_is_reported_as_unreachable_and_heals() {
     })
     .await
     .unwrap();
-    ensure_tenant_database(&pool, "outage", 5, &password).await.unwrap();
+    ensure_tenant_database(&pool, &OURS, "outage", 5, &password).await.unwrap();
     assert_eq!(roles_and_schemas(&pool, "tenant_outage").await, (1, 1));
     tenant_conn(&pg, "outage", &password).await;
+}
+
+#[tokio::test]
+async fn a_role_made_by_someone_else_is_refused_and_left_untouched() {
+    let pg = start_postgres().await;
+    let pool = server_for(&pg).admin_pool();
+    // Someone made `tenant_squat` before any Tenant of that name, with rights of its own.
+    sqlx::raw_sql(
+        "CREATE ROLE tenant_squat LOGIN PASSWORD 'theirs'; GRANT pg_read_all_data TO tenant_squat;
+         CREATE SCHEMA other_data AUTHORIZATION tenant_squat",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let password = random_password();
+    let error = ensure_tenant_database(&pool, &OURS, "squat", 5, &password).await.unwrap_err();
+    assert!(matches!(&error, DatabaseError::NotOurs { kind: "role", holder: None, .. }), "{error}");
+    assert!(error.to_string().contains("not created by Ember"), "{error}");
+    // Untouched: no password change, no schema handed over, its grants intact.
+    assert!(connect_as(&pg, "tenant_squat", &password).await.is_err(), "the Tenant's password was set on it");
+    connect_as(&pg, "tenant_squat", "theirs").await.unwrap();
+    assert_eq!(roles_and_schemas(&pool, "tenant_squat").await, (1, 0));
+    let member = count(
+        &pool,
+        "SELECT count(*) FROM pg_auth_members WHERE member = (SELECT oid FROM pg_roles WHERE rolname = $1)",
+        "tenant_squat",
+    )
+    .await;
+    assert_eq!(member, 1);
+    // Deleting the (stalled) Tenant neither drops nor disables it.
+    assert!(!drop_tenant_database(&pool, &OURS, "squat").await.unwrap());
+    assert!(!retain_tenant_database(&pool, &OURS, "squat").await.unwrap());
+    connect_as(&pg, "tenant_squat", "theirs").await.unwrap();
+
+    // A schema of the tenant's name made by someone else is refused the same way.
+    sqlx::raw_sql("CREATE SCHEMA tenant_planted").execute(&pool).await.unwrap();
+    let error = ensure_tenant_database(&pool, &OURS, "planted", 5, &password).await.unwrap_err();
+    assert!(matches!(&error, DatabaseError::NotOurs { kind: "schema", .. }), "{error}");
+    assert_eq!(roles_and_schemas(&pool, "tenant_planted").await, (0, 1), "a role was created for a refused tenant");
+
+    // An operator upgraded from before markers: the Tenant's status records the placement, so
+    // its unmarked objects are its own, and get marked.
+    sqlx::raw_sql("CREATE ROLE tenant_legacy LOGIN; CREATE SCHEMA tenant_legacy AUTHORIZATION tenant_legacy")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let legacy = Ownership { unmarked_are_ours: true, ..OURS };
+    ensure_tenant_database(&pool, &legacy, "legacy", 5, &password).await.unwrap();
+    ensure_tenant_database(&pool, &OURS, "legacy", 5, &password).await.unwrap();
 }

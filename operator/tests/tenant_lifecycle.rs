@@ -280,10 +280,38 @@ async fn database_outage_degrades_and_heals(admin: &Client, tenants: &Api<Tenant
 async fn deletion_follows_the_policy(admin: &Client, tenants: &Api<Tenant>, pg: &Postgres) {
     let namespaces = Api::<Namespace>::all(admin.clone());
     // Retain (the default): namespace goes, schema stays.
+    let old_uid = tenants.get("acme").await.unwrap().uid().unwrap();
     tenants.delete("acme", &DeleteParams::default()).await.unwrap();
     wait_gone(tenants, "acme", "acme deleted").await;
     wait_gone(&namespaces, "tenant-acme", "tenant-acme namespace deleted").await;
     assert!(schema_exists(pg, "tenant_acme").await, "Retain must keep the schema");
+
+    // A new Tenant of the same name does not inherit the retained role and
+    // schema: Stalled, naming the earlier Tenant, until a platform admin
+    // hands them over with the annotation.
+    tenants.create(&PostParams::default(), &tenant("acme", json!({}))).await.unwrap();
+    let stalled = wait_for_tenant(admin, "acme", "the new acme Stalled on the retained schema", |t| {
+        has_condition(t, "DatabaseReady", "False", Some("DatabaseConflict"))
+            && has_condition(t, "Stalled", "True", Some("DatabaseConflict"))
+    })
+    .await;
+    let message = stalled.status.unwrap().conditions.into_iter().find(|c| c.type_ == "DatabaseReady").unwrap().message;
+    assert!(message.contains(&format!("ember.dev/adopt-database={old_uid}")), "{message}");
+    let mut conn = PgConnection::connect(&pg.url()).await.unwrap();
+    let can_log_in: bool = sqlx::query_scalar("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'tenant_acme'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(!can_log_in, "the retained role was re-enabled for a different Tenant");
+    let adopt = json!({"metadata": {"annotations": {"ember.dev/adopt-database": old_uid}}});
+    tenants.patch("acme", &PatchParams::default(), &Patch::Merge(&adopt)).await.unwrap();
+    wait_for_tenant(admin, "acme", "acme Ready after the platform admin handed the schema over", is_ready).await;
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), "tenant-acme");
+    let url = secret_value(&secrets.get(ember_crds::names::DATABASE_SECRET_NAME).await.unwrap(), "url");
+    PgConnection::connect(&url).await.expect("the adopting Tenant's credentials log in");
+    tenants.delete("acme", &DeleteParams::default()).await.unwrap();
+    wait_gone(tenants, "acme", "the adopting acme deleted").await;
+    wait_gone(&namespaces, "tenant-acme", "tenant-acme namespace deleted again").await;
 
     // Delete: schema and role dropped.
     tenants

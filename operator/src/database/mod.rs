@@ -8,6 +8,9 @@
 //! * from the finalizer, [`retain_tenant_database`] (`deletionPolicy: Retain`, keeps the data, disables
 //!   login) or [`drop_tenant_database`] (`Delete`).
 //!
+//! Each takes the Tenant's [`Ownership`]: roles and schemas are stamped with the Tenant's UID and
+//! only the Tenant's own are ever changed, handed over or dropped.
+//!
 //! Every failure is a [`DatabaseError`]; [`DatabaseError::Unreachable`] means "server down or slow,
 //! retry" and becomes `DatabaseReady=False` with reason `DatabaseUnreachable`.
 //!
@@ -34,7 +37,8 @@ use rand::distr::Alphanumeric;
 
 pub use identifiers::{MAX_IDENTIFIER_BYTES, TenantIdentifiers, quote_identifier, quote_literal};
 pub use provision::{
-    OPERATION_TIMEOUT, TenantSchema, drop_tenant_database, ensure_tenant_database, retain_tenant_database,
+    OPERATION_TIMEOUT, Ownership, TenantSchema, drop_tenant_database, ensure_tenant_database, marker,
+    retain_tenant_database,
 };
 pub use server::{CONNECT_TIMEOUT, DatabaseServer};
 
@@ -57,6 +61,16 @@ pub enum DatabaseError {
     /// A literal (a password) that cannot be used; the value itself is never included.
     #[error("invalid value: {reason}")]
     InvalidLiteral { reason: &'static str },
+    /// The tenant's role or schema exists but was not made for this Tenant
+    /// (by someone else, or for an earlier Tenant of the same name).
+    #[error(
+        "{kind} {name} exists and was not created for this Tenant ({}); Ember will not take it over",
+        match holder {
+            Some(uid) => format!("it belongs to the earlier Tenant with UID {uid}; a platform admin may hand it over with the annotation ember.dev/adopt-database={uid}"),
+            None => "it was not created by Ember; rename or drop it, or choose another tenant name".to_owned(),
+        }
+    )]
+    NotOurs { kind: &'static str, name: String, holder: Option<String> },
     /// A connection limit that is not a limit (below 1).
     #[error("connection limit must be at least 1, got {0}")]
     InvalidConnectionLimit(i32),
@@ -74,6 +88,7 @@ impl DatabaseError {
             DatabaseError::InvalidName { .. } => "InvalidDatabaseName",
             DatabaseError::InvalidLiteral { .. } => "InvalidDatabasePassword",
             DatabaseError::InvalidConnectionLimit(_) => "InvalidConnectionLimit",
+            DatabaseError::NotOurs { .. } => "DatabaseConflict",
         }
     }
 
@@ -84,6 +99,7 @@ impl DatabaseError {
             DatabaseError::InvalidName { .. }
                 | DatabaseError::InvalidLiteral { .. }
                 | DatabaseError::InvalidConnectionLimit(_)
+                | DatabaseError::NotOurs { .. }
         )
     }
 

@@ -37,6 +37,45 @@ const LOCK_TIMEOUT: &str = "10s";
 /// partition sends no reset), which would otherwise hang the reconcile.
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Which Tenant object a role and schema belong to.
+///
+/// The operator stamps every role and schema it creates with a comment
+/// carrying the Tenant's UID ([`marker`]), and touches only those: a role of
+/// the tenant's name made by someone else, or kept (`deletionPolicy: Retain`)
+/// from an earlier Tenant of the same name, is refused with
+/// [`DatabaseError::NotOurs`] rather than taken over, so a Tenant's owners
+/// can never receive the password of a role, or the data of a schema, that
+/// was not made for their Tenant.
+#[derive(Debug, Clone, Copy)]
+pub struct Ownership<'a> {
+    /// The Tenant's `metadata.uid`.
+    pub uid: &'a str,
+    /// The UID of an earlier Tenant whose retained role and schema this one
+    /// may take over: a platform admin's explicit decision (the Tenant
+    /// annotation `ember.dev/adopt-database`).
+    pub adopt: Option<&'a str>,
+    /// Unmarked objects are this Tenant's: its status already records the
+    /// placement, so the operator provisioned them before markers existed.
+    pub unmarked_are_ours: bool,
+}
+
+/// The comment on a role and schema made for the Tenant with `uid`.
+pub fn marker(uid: &str) -> String {
+    format!("{MARKER_PREFIX}{uid}")
+}
+
+const MARKER_PREFIX: &str = "ember.dev/tenant-uid=";
+
+impl Ownership<'_> {
+    /// Whether an existing object with `comment` may be used by this Tenant.
+    fn owns(&self, comment: Option<&str>) -> bool {
+        match comment.and_then(|c| c.strip_prefix(MARKER_PREFIX)) {
+            Some(uid) => uid == self.uid || self.adopt == Some(uid),
+            None => self.unmarked_are_ours,
+        }
+    }
+}
+
 /// What [`ensure_tenant_database`] provisioned: the names the tenant's Secret needs. The password is
 /// the caller's (it stored it first), so it is not repeated here.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,15 +107,17 @@ pub struct TenantSchema {
 ///   else may use the database, which is the server admin's call, not one tenant's.
 pub async fn ensure_tenant_database(
     pool: &PgPool,
+    owner: &Ownership<'_>,
     tenant: &str,
     connection_limit: i32,
     password: &str,
 ) -> Result<TenantSchema, DatabaseError> {
-    bounded(ensure(pool, tenant, connection_limit, password)).await
+    bounded(ensure(pool, owner, tenant, connection_limit, password)).await
 }
 
 async fn ensure(
     pool: &PgPool,
+    owner: &Ownership<'_>,
     tenant: &str,
     connection_limit: i32,
     password: &str,
@@ -104,7 +145,9 @@ async fn ensure(
         "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT \
          CONNECTION LIMIT {connection_limit} VALID UNTIL 'infinity' PASSWORD {verifier}"
     );
-    let role_exists = exists(&mut tx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", &ids.role).await?;
+    let existing = Existing::read(&mut tx, &ids).await?;
+    existing.check(owner, &ids)?;
+    let role_exists = existing.role.is_some();
     let role_ddl = if role_exists {
         format!("ALTER ROLE {role} WITH {attributes}")
     } else {
@@ -123,8 +166,68 @@ async fn ensure(
 
     ensure_shared_grants(&mut tx, &ids).await?;
 
+    // Stamped in the same transaction that creates them, so no crash can
+    // leave an object of ours unmarked. Written only when it differs.
+    let stamp = marker(owner.uid);
+    if existing.role.as_ref().and_then(Option::as_deref) != Some(stamp.as_str()) {
+        let comment = format!("COMMENT ON ROLE {role} IS {}", quote_literal(&stamp)?);
+        execute(&mut tx, "marking the role", &comment).await?;
+    }
+    if existing.schema.as_ref().and_then(Option::as_deref) != Some(stamp.as_str()) {
+        let comment = format!("COMMENT ON SCHEMA {schema} IS {}", quote_literal(&stamp)?);
+        execute(&mut tx, "marking the schema", &comment).await?;
+    }
+
     tx.commit().await.map_err(|e| DatabaseError::from_sqlx("committing", e))?;
     Ok(TenantSchema { role: ids.role, schema: ids.schema })
+}
+
+/// The tenant's role and schema as found: `None` when absent, else the
+/// comment each carries.
+struct Existing {
+    role: Option<Option<String>>,
+    schema: Option<Option<String>>,
+}
+
+impl Existing {
+    async fn read(tx: &mut PgConnection, ids: &TenantIdentifiers) -> Result<Self, DatabaseError> {
+        let role = sqlx::query_scalar::<_, Option<String>>(
+            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+        )
+        .bind(&ids.role)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| DatabaseError::from_sqlx("reading the role", e))?;
+        let schema = sqlx::query_scalar::<_, Option<String>>(
+            "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = $1",
+        )
+        .bind(&ids.schema)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| DatabaseError::from_sqlx("reading the schema", e))?;
+        Ok(Self { role, schema })
+    }
+
+    /// Refuses when the role or schema exists and is not the Tenant's.
+    fn check(&self, owner: &Ownership<'_>, ids: &TenantIdentifiers) -> Result<(), DatabaseError> {
+        for (kind, name, found) in [("role", &ids.role, &self.role), ("schema", &ids.schema, &self.schema)] {
+            if let Some(comment) = found
+                && !owner.owns(comment.as_deref())
+            {
+                return Err(DatabaseError::NotOurs {
+                    kind,
+                    name: name.clone(),
+                    holder: comment.as_deref().and_then(|c| c.strip_prefix(MARKER_PREFIX)).map(str::to_owned),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// True when everything that exists is the Tenant's (absent is fine).
+    fn all_ours(&self, owner: &Ownership<'_>) -> bool {
+        [&self.role, &self.schema].into_iter().flatten().all(|comment| owner.owns(comment.as_deref()))
+    }
 }
 
 /// Grants and revocations on objects every tenant shares: `CONNECT` for the role, no `CREATE` on
@@ -161,13 +264,26 @@ async fn ensure_shared_grants(tx: &mut PgConnection, ids: &TenantIdentifiers) ->
 /// For `deletionPolicy: Retain`: keeps schema and data, disables the role's login and ends its
 /// open sessions. Idempotent; a missing role is fine. A later [`ensure_tenant_database`] brings the
 /// tenant back with its data.
-pub async fn retain_tenant_database(pool: &PgPool, tenant: &str) -> Result<(), DatabaseError> {
+///
+/// Returns false, touching nothing, when the role or schema is not the
+/// Tenant's (see [`Ownership`]).
+pub async fn retain_tenant_database(pool: &PgPool, owner: &Ownership<'_>, tenant: &str) -> Result<bool, DatabaseError> {
     let ids = TenantIdentifiers::for_tenant(tenant)?;
     bounded(async {
+        if !is_ours(pool, owner, &ids).await? {
+            return Ok(false);
+        }
         disable_login(pool, &ids).await?;
-        terminate_sessions(pool, &ids).await
+        terminate_sessions(pool, &ids).await?;
+        Ok(true)
     })
     .await
+}
+
+/// Whether the tenant's role and schema, where they exist, are `owner`'s.
+async fn is_ours(pool: &PgPool, owner: &Ownership<'_>, ids: &TenantIdentifiers) -> Result<bool, DatabaseError> {
+    let mut conn = pool.acquire().await.map_err(|e| DatabaseError::from_sqlx("connecting", e))?;
+    Ok(Existing::read(&mut conn, ids).await?.all_ours(owner))
 }
 
 /// For `deletionPolicy: Delete`: ends the role's sessions, drops its schema with everything in it,
@@ -177,9 +293,19 @@ pub async fn retain_tenant_database(pool: &PgPool, tenant: &str) -> Result<(), D
 /// Login is disabled (and committed) before sessions are ended, so none can come back between the
 /// termination and the drop. Objects and grants the role might hold in *other* databases of the
 /// same server are not ours to touch; `DROP ROLE` then fails with a message naming them.
-pub async fn drop_tenant_database(pool: &PgPool, tenant: &str) -> Result<(), DatabaseError> {
+///
+/// Returns false, touching nothing, when the role or schema is not the
+/// Tenant's (see [`Ownership`]).
+pub async fn drop_tenant_database(pool: &PgPool, owner: &Ownership<'_>, tenant: &str) -> Result<bool, DatabaseError> {
     let ids = TenantIdentifiers::for_tenant(tenant)?;
-    bounded(drop_existing(pool, &ids)).await
+    bounded(async {
+        if !is_ours(pool, owner, &ids).await? {
+            return Ok(false);
+        }
+        drop_existing(pool, &ids).await?;
+        Ok(true)
+    })
+    .await
 }
 
 async fn drop_existing(pool: &PgPool, ids: &TenantIdentifiers) -> Result<(), DatabaseError> {

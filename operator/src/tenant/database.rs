@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use ember_crds::labels::ADOPT_DATABASE;
 use ember_crds::names::{DATABASE_SECRET_NAME, namespace_for};
 use ember_crds::tenant::{DeletionPolicy, Tenant, TenantDatabaseStatus};
 use k8s_openapi::ByteString;
@@ -18,7 +19,7 @@ use kube::{Resource, ResourceExt};
 use super::build::{DatabaseEndpoint, child_labels};
 use crate::config::DatabaseServerConfig;
 use crate::context::Context;
-use crate::database::{self, DatabaseServer};
+use crate::database::{self, DatabaseServer, Ownership};
 use crate::error::{Error, Result};
 
 /// The server this tenant's schema lives (or will live) on.
@@ -34,6 +35,18 @@ pub fn endpoint(server: &DatabaseServerConfig) -> Option<DatabaseEndpoint> {
 
 fn secret_string(secret: &Secret, key: &str) -> Option<String> {
     secret.data.as_ref()?.get(key).and_then(|v| String::from_utf8(v.0.clone()).ok())
+}
+
+/// Which role and schema the Tenant may use: those stamped with its UID,
+/// those of the earlier Tenant a platform admin handed over, and unmarked
+/// ones only when its status shows the operator provisioned them before
+/// roles and schemas carried markers.
+fn ownership(tenant: &Tenant) -> Result<Ownership<'_>> {
+    Ok(Ownership {
+        uid: tenant.metadata.uid.as_deref().ok_or(Error::MissingField("metadata.uid"))?,
+        adopt: tenant.annotations().get(ADOPT_DATABASE).map(String::as_str),
+        unmarked_are_ours: tenant.status.as_ref().is_some_and(|s| s.database.is_some()),
+    })
 }
 
 /// Connection details of a server, with its admin credentials from the
@@ -104,7 +117,14 @@ pub async fn ensure(tenant: &Tenant, config: &DatabaseServerConfig, ctx: &Contex
     super::apply::apply_namespaced(&ctx.client, &secret).await?;
 
     let pool = ctx.database_pool(&server);
-    database::ensure_tenant_database(&pool, &name, tenant.spec.database.connection_limit, &password).await?;
+    database::ensure_tenant_database(
+        &pool,
+        &ownership(tenant)?,
+        &name,
+        tenant.spec.database.connection_limit,
+        &password,
+    )
+    .await?;
     Ok(TenantDatabaseStatus { server: server.name, schema, secret_name: DATABASE_SECRET_NAME.into() })
 }
 
@@ -131,17 +151,25 @@ pub async fn clean_up(tenant: &Tenant, ctx: &Context) -> Result<String> {
     let pool = ctx.database_pool(&server);
     let name = tenant.name_any();
     let schema = ember_crds::names::schema_name_for(&name);
+    let owner = ownership(tenant)?;
+    let not_ours = || {
+        format!(
+            "left schema {schema} and its role on server {} alone: they were not created for this Tenant",
+            config.name
+        )
+    };
     Ok(match tenant.spec.database.deletion_policy {
-        DeletionPolicy::Delete => {
-            database::drop_tenant_database(&pool, &name).await?;
-            format!("dropped schema {schema} and its role on server {}", config.name)
-        }
-        DeletionPolicy::Retain => {
-            database::retain_tenant_database(&pool, &name).await?;
-            format!(
-                "kept schema {schema} on server {} (deletionPolicy Retain); its role can no longer log in",
-                config.name
-            )
-        }
+        DeletionPolicy::Delete => match database::drop_tenant_database(&pool, &owner, &name).await? {
+            true => format!("dropped schema {schema} and its role on server {}", config.name),
+            false => not_ours(),
+        },
+        DeletionPolicy::Retain => match database::retain_tenant_database(&pool, &owner, &name).await? {
+            true => format!(
+                "kept schema {schema} on server {} (deletionPolicy Retain); its role can no longer log in; \
+                 a new Tenant of this name gets it only through the annotation {ADOPT_DATABASE}={}",
+                config.name, owner.uid
+            ),
+            false => not_ours(),
+        },
     })
 }
