@@ -5,6 +5,7 @@
 use ember_crds::tenant::{MemberRole, SubjectKind, Tenant};
 
 use crate::auth::Principal;
+use crate::keys::KeyGrant;
 
 /// A caller's rights in one tenant, weakest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -32,7 +33,7 @@ impl std::fmt::Display for TenantRole {
 /// for an API key, its own grant in its own tenant and nothing elsewhere.
 pub fn role_in(tenant: &Tenant, who: &Principal) -> Option<TenantRole> {
     if let Some(grant) = &who.api_key {
-        return (tenant.metadata.name.as_deref() == Some(grant.tenant.as_str())).then_some(grant.role);
+        return key_holds(tenant, grant).is_ok().then_some(grant.role);
     }
     let matches = |kind: SubjectKind, name: &str| match kind {
         SubjectKind::User => who.user == name,
@@ -50,6 +51,23 @@ pub fn role_in(tenant: &Tenant, who: &Principal) -> Option<TenantRole> {
         })
         .max();
     owner.max(member)
+}
+
+/// Whether an API key still holds in `tenant`: issued in this very Tenant
+/// object (its UID, so not in a deleted one of the same name), and its
+/// creator still administers it (with the groups they had when issuing).
+pub fn key_holds(tenant: &Tenant, grant: &KeyGrant) -> Result<(), &'static str> {
+    if tenant.metadata.name.as_deref() != Some(grant.tenant.as_str()) {
+        return Err("another tenant");
+    }
+    if tenant.metadata.uid.as_deref() != Some(grant.tenant_uid.as_str()) {
+        return Err("its tenant was deleted");
+    }
+    let creator = Principal { user: grant.created_by.clone(), groups: grant.creator_groups.clone(), api_key: None };
+    if role_in(tenant, &creator) != Some(TenantRole::Admin) {
+        return Err("its creator no longer administers the tenant");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -89,18 +107,24 @@ mod tests {
     }
 
     #[test]
-    fn an_api_key_has_its_grant_in_its_tenant_only() {
-        let t = tenant();
-        let key = |tenant: &str| Principal {
+    fn an_api_key_has_its_grant_in_its_own_tenant_object_while_its_creator_administers_it() {
+        let mut t = tenant();
+        t.metadata.uid = Some("uid-1".into());
+        let key = |tenant: &str, uid: &str, creator: &str| Principal {
             user: "apikey:0123456789ab".into(),
             groups: Vec::new(),
-            api_key: Some(crate::keys::KeyGrant {
+            api_key: Some(KeyGrant {
                 id: "0123456789ab".into(),
                 tenant: tenant.into(),
                 role: TenantRole::Edit,
+                tenant_uid: uid.into(),
+                created_by: creator.into(),
+                creator_groups: Vec::new(),
             }),
         };
-        assert_eq!(role_in(&t, &key("acme")), Some(TenantRole::Edit));
-        assert_eq!(role_in(&t, &key("globex")), None);
+        assert_eq!(role_in(&t, &key("acme", "uid-1", "alice")), Some(TenantRole::Edit));
+        assert_eq!(role_in(&t, &key("globex", "uid-1", "alice")), None);
+        assert_eq!(role_in(&t, &key("acme", "uid-0", "alice")), None, "a key of a deleted tenant of this name");
+        assert_eq!(role_in(&t, &key("acme", "uid-1", "bob")), None, "minted by someone who is no admin (now)");
     }
 }

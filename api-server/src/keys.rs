@@ -13,6 +13,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
+use crate::auth::Principal;
 use crate::authz::TenantRole;
 use crate::error::{Error, Result};
 use crate::platform_db::unavailable;
@@ -21,13 +22,21 @@ const PREFIX: &str = "ek_";
 const ID_BYTES: usize = 6;
 const SECRET_BYTES: usize = 32;
 
-/// What a valid key grants.
+/// What a valid key grants, and on whose authority: it holds only while
+/// the Tenant it was issued in (by UID) exists and its creator still
+/// administers that tenant (see `authz::role_in`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyGrant {
     pub id: String,
     pub tenant: String,
     pub role: TenantRole,
+    #[serde(skip)]
+    pub tenant_uid: String,
+    #[serde(skip)]
+    pub created_by: String,
+    #[serde(skip)]
+    pub creator_groups: Vec<String>,
 }
 
 /// A freshly issued key; `key` is never retrievable again.
@@ -59,6 +68,12 @@ pub struct Refusal {
     pub id: Option<String>,
     pub reason: &'static str,
 }
+
+/// tenant, role, digest, revoked, tenant UID, creator, creator's groups.
+type KeyRow = (String, String, Vec<u8>, bool, Option<String>, String, Vec<String>);
+
+/// id, tenant, role, tenant UID, creator, creator's groups.
+type LiveKeyRow = (String, String, String, Option<String>, String, Vec<String>);
 
 #[derive(Debug, Clone)]
 pub struct KeyStore {
@@ -99,8 +114,16 @@ impl KeyStore {
         Self { pool }
     }
 
-    /// Issues a key for `tenant` with `role` (view or edit).
-    pub async fn issue(&self, tenant: &str, name: &str, role: TenantRole, created_by: &str) -> Result<IssuedKey> {
+    /// Issues a key for `tenant` (the Tenant object `tenant_uid`) with
+    /// `role` (view or edit), on the authority of `creator`.
+    pub async fn issue(
+        &self,
+        tenant: &str,
+        tenant_uid: &str,
+        name: &str,
+        role: TenantRole,
+        creator: &Principal,
+    ) -> Result<IssuedKey> {
         if role == TenantRole::Admin {
             return Err(Error::Invalid("role must be 'view' or 'edit'; keys cannot administer a tenant".into()));
         }
@@ -115,14 +138,17 @@ impl KeyStore {
         let secret = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, secret_bytes);
         let digest = Sha256::digest(secret.as_bytes()).to_vec();
         sqlx::query(
-            "INSERT INTO api_keys (id, tenant, name, role, secret_sha256, created_by) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO api_keys (id, tenant, tenant_uid, name, role, secret_sha256, created_by, creator_groups) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&id)
         .bind(tenant)
+        .bind(tenant_uid)
         .bind(name)
         .bind(role_name(role))
         .bind(&digest)
-        .bind(created_by)
+        .bind(&creator.user)
+        .bind(&creator.groups)
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
@@ -169,14 +195,16 @@ impl KeyStore {
         let Some((id, secret)) = parse(token) else {
             return Ok(Err(Refusal { id: None, reason: "malformed API key" }));
         };
-        let row: Option<(String, String, Vec<u8>, bool)> =
-            sqlx::query_as("SELECT tenant, role, secret_sha256, revoked_at IS NOT NULL FROM api_keys WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(unavailable)?;
+        let row: Option<KeyRow> = sqlx::query_as(
+            "SELECT tenant, role, secret_sha256, revoked_at IS NOT NULL, tenant_uid, created_by, creator_groups \
+             FROM api_keys WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
         let refuse = |reason| Ok(Err(Refusal { id: Some(id.to_owned()), reason }));
-        let Some((tenant, role, digest, revoked)) = row else {
+        let Some((tenant, role, digest, revoked, tenant_uid, created_by, creator_groups)) = row else {
             return refuse("unknown API key");
         };
         // Compare before looking at revocation so both paths cost the same.
@@ -187,7 +215,47 @@ impl KeyStore {
         if revoked {
             return refuse("API key has been revoked");
         }
-        Ok(Ok(KeyGrant { id: id.to_owned(), tenant, role: role_from(&role) }))
+        let Some(tenant_uid) = tenant_uid else {
+            return refuse("API key predates keys bound to their Tenant; issue a new one");
+        };
+        Ok(Ok(KeyGrant { id: id.to_owned(), tenant, role: role_from(&role), tenant_uid, created_by, creator_groups }))
+    }
+
+    /// Revokes every live key for which `still_valid` says no, with the
+    /// reason it gives; returns the revoked ids and reasons.
+    pub async fn revoke_invalid(
+        &self,
+        still_valid: impl Fn(&KeyGrant) -> std::result::Result<(), &'static str>,
+    ) -> Result<Vec<(String, String, &'static str)>> {
+        let live: Vec<LiveKeyRow> = sqlx::query_as(
+            "SELECT id, tenant, role, tenant_uid, created_by, creator_groups FROM api_keys WHERE revoked_at IS NULL",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let mut revoked = Vec::new();
+        for (id, tenant, role, tenant_uid, created_by, creator_groups) in live {
+            let grant = KeyGrant {
+                id,
+                tenant,
+                role: role_from(&role),
+                tenant_uid: tenant_uid.unwrap_or_default(),
+                created_by,
+                creator_groups,
+            };
+            if let Err(reason) = still_valid(&grant) {
+                sqlx::query(
+                    "UPDATE api_keys SET revoked_at = now(), revoked_reason = $2 WHERE id = $1 AND revoked_at IS NULL",
+                )
+                .bind(&grant.id)
+                .bind(reason)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+                revoked.push((grant.id, grant.tenant, reason));
+            }
+        }
+        Ok(revoked)
     }
 }
 

@@ -170,7 +170,7 @@ async fn main() -> anyhow::Result<()> {
                 refusals: RateLimiter::new(args.refusals_per_source, 4.0 * args.refusals_per_source),
             };
             let auth = Arc::new(authenticator);
-            Surface::Full(Box::new(Tenancy {
+            let tenancy = Tenancy {
                 auth,
                 platform,
                 caches: Caches::start(client.clone()),
@@ -182,7 +182,9 @@ async fn main() -> anyhow::Result<()> {
                     per_caller: RateLimiter::new(args.rate_per_caller, 2.0 * args.rate_per_caller),
                     per_tenant: RateLimiter::new(args.rate_per_tenant, 2.0 * args.rate_per_tenant),
                 }),
-            }))
+            };
+            tenancy.spawn_key_sweeper(Duration::from_secs(30));
+            Surface::Full(Box::new(tenancy))
         }
         None => Surface::ProbesOnly,
     };

@@ -150,3 +150,60 @@ async fn keys_are_scoped_shown_once_audited_and_revoked_at_once() {
     .unwrap();
     assert!(answer.is_array());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_die_with_their_tenant_object_and_with_their_creators_admin_role() {
+    let postgres = tokio::task::spawn_blocking(Postgres::start).await.unwrap().unwrap();
+    let db = postgres.url();
+    let h = Harness::start_with_platform(SERVICE_ENDPOINTS, &db).await;
+    let alice = h.token("alice", &[]);
+    let issue = async |tenant: &str| {
+        let path = format!("/v1/tenants/{tenant}/api-keys");
+        let (status, issued) = h.call("POST", &path, Some(&alice), Some(r#"{"name": "ci", "role": "view"}"#)).await;
+        assert_eq!(status, 201, "{issued}");
+        (issued["id"].as_str().unwrap().to_owned(), bearer(issued["key"].as_str().unwrap()))
+    };
+
+    // A Tenant is deleted and another of the same name created, owned by someone else.
+    h.tenant("acme-reuse", json!({"owners": [{"kind": "User", "name": "alice"}]})).await;
+    let (old_id, old_key) = issue("acme-reuse").await;
+    let list = "/v1/tenants/acme-reuse/deployments";
+    assert_eq!(h.call("GET", list, Some(&old_key), None).await.0, 200);
+    h.delete_tenant("acme-reuse").await;
+    h.tenant("acme-reuse", json!({"owners": [{"kind": "User", "name": "mallory"}]})).await;
+    let (status, body) = h.call("GET", list, Some(&old_key), None).await;
+    assert_eq!(status, 404, "a key of the deleted tenant acts in its successor: {body}");
+
+    // The key's creator stops administering the tenant.
+    h.tenant("acme-demote", json!({"owners": [{"kind": "User", "name": "alice"}, {"kind": "User", "name": "bob"}]}))
+        .await;
+    let (demoted_id, demoted_key) = issue("acme-demote").await;
+    let list = "/v1/tenants/acme-demote/deployments";
+    assert_eq!(h.call("GET", list, Some(&demoted_key), None).await.0, 200);
+    h.patch_tenant_spec("acme-demote", json!({"owners": [{"kind": "User", "name": "bob"}], "members": [{"kind": "User", "name": "alice", "role": "view"}]}))
+        .await;
+    assert_eq!(h.call("GET", list, Some(&demoted_key), None).await.0, 404, "a key outlived its creator's admin role");
+
+    // The sweep makes both refusals durable revocations, audited; other keys live on.
+    h.tenant("acme-other", json!({"owners": [{"kind": "User", "name": "alice"}]})).await;
+    let (_, other_key) = issue("acme-other").await;
+    assert_eq!(h.tenancy.sweep_keys().await.unwrap(), 2);
+    assert_eq!(h.tenancy.sweep_keys().await.unwrap(), 0);
+    assert_eq!(h.call("GET", "/v1/tenants/acme-other/deployments", Some(&other_key), None).await.0, 200);
+    let revoked =
+        platform_rows(&db, "SELECT id || ' ' || revoked_reason FROM api_keys WHERE revoked_at IS NOT NULL ORDER BY id")
+            .await;
+    assert!(revoked.contains(&format!("{old_id} its tenant was deleted")), "{revoked:?}");
+    assert!(revoked.contains(&format!("{demoted_id} its creator no longer administers the tenant")), "{revoked:?}");
+    assert_eq!(revoked.len(), 2, "{revoked:?}");
+    let (status, body) = h.call("GET", "/v1/whoami", Some(&old_key), None).await;
+    assert_eq!(status, 401);
+    assert!(body["detail"].as_str().unwrap().contains("revoked"), "{body}");
+    let audited = platform_rows(
+        &db,
+        "SELECT outcome FROM audit_log WHERE actor = 'ember-api' AND action = 'api-key.revoke' ORDER BY id",
+    )
+    .await;
+    assert_eq!(audited.len(), 2, "{audited:?}");
+    assert!(audited.iter().all(|o| o.starts_with("ok (its ")), "{audited:?}");
+}

@@ -42,8 +42,8 @@ pub async fn issue(
     // name; the key's id is in its listing.
     let target = format!("apikey-name:{}", request.name);
     let event = Event { tenant: Some(access.name()), actor: &who.user, action: "api-key.issue", target: Some(&target) };
-    let issued =
-        state.audited(event, platform.keys.issue(access.name(), &request.name, request.role, &who.user)).await?;
+    let issue = platform.keys.issue(access.name(), access.uid()?, &request.name, request.role, &who);
+    let issued = state.audited(event, issue).await?;
     Ok((StatusCode::CREATED, Json(issued)))
 }
 

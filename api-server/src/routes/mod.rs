@@ -57,6 +57,47 @@ pub struct Platform {
 }
 
 impl Tenancy {
+    /// Revokes, every `interval`, the API keys that no longer hold (their
+    /// Tenant deleted, their creator no longer an admin; see
+    /// `authz::key_holds`), recording each revocation in the audit log.
+    /// Such keys are refused from the moment the cache sees the change;
+    /// this makes the revocation durable and visible.
+    pub fn spawn_key_sweeper(&self, interval: std::time::Duration) {
+        let tenancy = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tick.tick().await;
+                if let Err(error) = tenancy.sweep_keys().await {
+                    tracing::warn!(%error, "API key sweep failed; next time");
+                }
+            }
+        });
+    }
+
+    /// One pass of [`spawn_key_sweeper`](Self::spawn_key_sweeper); returns how many keys it revoked.
+    pub async fn sweep_keys(&self) -> Result<usize> {
+        let Some(platform) = &self.platform else { return Ok(0) };
+        if !self.caches.is_synced() {
+            return Ok(0); // an empty cache would look like every tenant was deleted
+        }
+        let revoked = platform
+            .keys
+            .revoke_invalid(|grant| match self.caches.tenant(&grant.tenant) {
+                Some(tenant) => crate::authz::key_holds(&tenant, grant),
+                None => Err("its tenant was deleted"),
+            })
+            .await?;
+        for (id, tenant, reason) in &revoked {
+            let target = format!("apikey:{id}");
+            let event =
+                Event { tenant: Some(tenant), actor: "ember-api", action: "api-key.revoke", target: Some(&target) };
+            let pending = platform.audit.begin(&event).await?;
+            platform.audit.finish(pending, &format!("ok ({reason})")).await;
+        }
+        Ok(revoked.len())
+    }
+
     /// Runs `action` on the record: with an audit log, the entry is written
     /// first (if that fails, 503 and the action does not run) and completed
     /// with the outcome afterwards.
@@ -83,6 +124,11 @@ pub struct TenantAccess {
 impl TenantAccess {
     pub fn name(&self) -> &str {
         self.tenant.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    /// The Tenant object's UID (what API keys are bound to).
+    pub fn uid(&self) -> Result<&str> {
+        self.tenant.metadata.uid.as_deref().ok_or_else(|| Error::NotReady("the tenant has no UID yet".into()))
     }
 
     /// The tenant's namespace as the operator recorded it in the Tenant's

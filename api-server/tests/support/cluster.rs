@@ -47,6 +47,8 @@ pub struct Harness {
     http: reqwest::Client,
     /// ember-api's watch caches, to wait until they hold what a test wrote.
     caches: Caches,
+    /// The state ember-api serves from (to run its background passes).
+    pub tenancy: Tenancy,
 }
 
 impl Harness {
@@ -119,7 +121,7 @@ impl Harness {
             metering: metering.clone(),
             limits: Arc::new(limits),
         };
-        let base = format!("http://{}", spawn(router(Surface::Full(Box::new(tenancy)))).await);
+        let base = format!("http://{}", spawn(router(Surface::Full(Box::new(tenancy.clone())))).await);
         let metrics_base = format!("http://{}", spawn(metrics_router(metering)).await);
         let http = reqwest::Client::new();
         poll::until_async("ember-api ready", TIMEOUT, async || {
@@ -130,7 +132,7 @@ impl Harness {
         .unwrap();
         let jwks_url = jwks.url.clone();
         std::mem::forget(jwks); // its server task lives as long as the test
-        Self { base, metrics_base, jwks_url, key, admin, http, caches }
+        Self { base, metrics_base, jwks_url, key, admin, http, caches, tenancy }
     }
 
     pub fn token(&self, user: &str, groups: &[&str]) -> String {
@@ -192,10 +194,32 @@ impl Harness {
         let written = tenants
             .patch_status(name, &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
             .await
-            .unwrap()
-            .status;
-        poll::until_async(&format!("ember-api's cache holds tenant {name}'s status"), TIMEOUT, async || {
-            Ok(self.caches.tenant(name).is_some_and(|t| t.status == written).then_some(()))
+            .unwrap();
+        self.until_cached(name, |t| t.metadata.uid == written.metadata.uid && t.status == written.status).await;
+    }
+
+    /// Changes a Tenant's spec (a JSON merge patch) and waits until ember-api sees it.
+    pub async fn patch_tenant_spec(&self, name: &str, spec: Value) {
+        let tenants: Api<Tenant> = Api::all(self.admin.clone());
+        let patched =
+            tenants.patch(name, &PatchParams::default(), &Patch::Merge(json!({ "spec": spec }))).await.unwrap();
+        self.until_cached(name, |t| t.metadata.resource_version == patched.metadata.resource_version).await;
+    }
+
+    /// Deletes a Tenant and waits until ember-api no longer sees it.
+    pub async fn delete_tenant(&self, name: &str) {
+        let tenants: Api<Tenant> = Api::all(self.admin.clone());
+        tenants.delete(name, &Default::default()).await.unwrap();
+        poll::until_async(&format!("ember-api's cache drops tenant {name}"), TIMEOUT, async || {
+            Ok(self.caches.tenant(name).is_none().then_some(()))
+        })
+        .await
+        .unwrap();
+    }
+
+    async fn until_cached(&self, name: &str, check: impl Fn(&Tenant) -> bool) {
+        poll::until_async(&format!("ember-api's cache holds tenant {name} as written"), TIMEOUT, async || {
+            Ok(self.caches.tenant(name).is_some_and(|t| check(&t)).then_some(()))
         })
         .await
         .unwrap();
