@@ -73,3 +73,31 @@ impl Context {
         }
     }
 }
+
+/// Longest Event note the API server accepts, in bytes.
+const MAX_EVENT_NOTE_BYTES: usize = 1024;
+
+/// `text` cut to what an Event's note may hold (the API server refuses the
+/// whole Event otherwise); long admission and API-server messages are the
+/// usual reason.
+pub fn event_note(mut text: String) -> String {
+    if text.len() > MAX_EVENT_NOTE_BYTES {
+        let mut end = MAX_EVENT_NOTE_BYTES - '…'.len_utf8();
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn long_event_notes_are_cut_at_a_character_boundary() {
+        let note = super::event_note("é".repeat(600));
+        assert!(note.len() <= 1024 && note.ends_with('…'), "{}", note.len());
+        assert_eq!(super::event_note("short".into()), "short");
+    }
+}

@@ -116,9 +116,15 @@ async fn killed_mid_reconcile_the_next_operator_converges() {
     // operator runs: the next operator still drops what was made.
     let (_, second_log) = kill_while_provisioning(&admin, &pg, second, "orphan").await;
     let mut superuser = PgConnection::connect(&pg.url()).await.unwrap();
+    let uid = tenants.get("orphan").await.unwrap().metadata.uid.unwrap();
+    let marker = ember_operator::database::marker(&uid);
     sqlx::Executor::execute(
         &mut superuser,
-        "CREATE ROLE tenant_orphan LOGIN; CREATE SCHEMA tenant_orphan AUTHORIZATION tenant_orphan",
+        format!(
+            "CREATE ROLE tenant_orphan LOGIN; CREATE SCHEMA tenant_orphan AUTHORIZATION tenant_orphan;
+             COMMENT ON ROLE tenant_orphan IS '{marker}'; COMMENT ON SCHEMA tenant_orphan IS '{marker}'"
+        )
+        .as_str(),
     )
     .await
     .unwrap();

@@ -149,7 +149,8 @@ async fn publish_transition(
     if status == "True" {
         info!(namespace = %md.namespace().unwrap_or_default(), model_deployment = %md.name_any(), "model deployment is ready");
     }
-    let event = Event { type_, reason, note: Some(message), action: "Reconcile".into(), secondary: None };
+    let note = Some(crate::context::event_note(message));
+    let event = Event { type_, reason, note, action: "Reconcile".into(), secondary: None };
     if let Err(error) = ctx.recorder.publish(&event, &md.object_ref(&())).await {
         warn!(%error, "could not publish an Event");
     }

@@ -193,7 +193,8 @@ async fn publish_transition(ctx: &Context, tenant: &Tenant, outcome: &Outcome<'_
 }
 
 async fn publish(ctx: &Context, tenant: &Tenant, type_: EventType, reason: &str, action: &str, note: String) {
-    let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+    let note = Some(crate::context::event_note(note));
+    let event = Event { type_, reason: reason.into(), note, action: action.into(), secondary: None };
     if let Err(error) = ctx.recorder.publish(&event, &tenant.object_ref(&())).await {
         warn!(%error, "could not publish an Event");
     }

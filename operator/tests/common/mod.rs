@@ -2,7 +2,8 @@
 //! plane with CRDs and RBAC installed, a PostgreSQL server registered as a
 //! database server, and the controllers running in-process with
 //! exactly the operator's ClusterRole (through impersonation of its
-//! ServiceAccount), so a missing permission fails the tests.
+//! ServiceAccount) and under the admission policy that confines its
+//! writes, so a missing permission or a write outside it fails the tests.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -43,6 +44,8 @@ pub async fn admin_client_of(cp: &ControlPlane) -> Client {
         Err(e) => panic!("{e}"),
     }
     cp.apply_kustomization(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rbac")).unwrap();
+    // The operator's controllers run under the policy that confines its writes.
+    cp.apply_kustomization(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/policy/operator")).unwrap();
     client
 }
 
