@@ -2,6 +2,8 @@
 //! downloaded into a cache directory keyed by their sha256, with a size
 //! limit and retries; every file with a digest is verified before use.
 //! A mismatch refuses to start — a wrong model must never serve traffic.
+//! Redirects stay on the first URL's host, and URLs appear in logs and
+//! errors only [`redacted`] (signed URLs carry credentials in the query).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -39,11 +41,13 @@ impl FileSource {
             Some(hex_digest) => {
                 let digest = hex_digest.trim().to_ascii_lowercase();
                 if digest.len() != 64 || !digest.chars().all(|c| c.is_ascii_hexdigit()) {
-                    return Err(Error::Config(format!("sha256 for {} must be 64 hex characters", self.uri)));
+                    return Err(Error::Config(format!("sha256 for {} must be 64 hex characters", redacted(&self.uri))));
                 }
                 Ok(Some(digest))
             }
-            None if self.is_remote() => Err(Error::Config(format!("{} is a URL: its sha256 is mandatory", self.uri))),
+            None if self.is_remote() => {
+                Err(Error::Config(format!("{} is a URL: its sha256 is mandatory", redacted(&self.uri))))
+            }
             None => Ok(None),
         }
     }
@@ -74,7 +78,7 @@ pub async fn resolve(source: &FileSource, policy: &FetchPolicy) -> Result<PathBu
                 // Never keep a bad download under the name of a good digest.
                 let _ = tokio::fs::remove_file(&path).await;
             }
-            return Err(Error::ChecksumMismatch { uri: source.uri.clone(), expected, actual });
+            return Err(Error::ChecksumMismatch { uri: redacted(&source.uri), expected, actual });
         }
     }
     Ok(path)
@@ -93,15 +97,62 @@ pub async fn sha256_of(path: &Path) -> Result<String> {
     .map_err(|e| Error::Inference(format!("hashing task failed: {e}")))?
 }
 
+/// How many redirects a download follows, all within the first URL's origin.
+const MAX_REDIRECTS: usize = 5;
+
+/// Follows redirects only within the origin (scheme, host, port) of the
+/// first URL: a model store must not be able to send the runtime, and
+/// whatever credentials the URL carries, to another host (say a cloud
+/// metadata endpoint or an attacker's server).
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt.previous().first().map(reqwest::Url::origin);
+        if first.as_ref() != Some(&attempt.url().origin()) {
+            let to = redacted(attempt.url().as_str());
+            attempt.error(format!("redirect to another host ({to}) refused"))
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+/// `uri` as it may appear in logs, errors and termination messages: no
+/// user info and no query string (signed URLs carry their credentials
+/// there), so nothing secret leaves the process.
+pub fn redacted(uri: &str) -> String {
+    match reqwest::Url::parse(uri) {
+        Ok(mut url) if url.has_host() => {
+            let hidden = url.query().is_some();
+            url.set_query(None);
+            url.set_fragment(None);
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            let mut text = url.to_string();
+            if hidden {
+                text.push_str("?<redacted>");
+            }
+            text
+        }
+        // Paths (file:// or plain) carry no credentials.
+        _ => uri.split(['?', '#']).next().unwrap_or_default().to_owned(),
+    }
+}
+
 async fn download_with_retries(uri: &str, target: &Path, policy: &FetchPolicy) -> Result<()> {
-    let client = reqwest::Client::builder().timeout(policy.timeout).build().map_err(|e| fetch_error(uri, e))?;
+    let client = reqwest::Client::builder()
+        .timeout(policy.timeout)
+        .redirect(same_origin_redirects())
+        .build()
+        .map_err(|e| fetch_error(uri, e))?;
     let mut last_error = None;
     for attempt in 1..=policy.attempts.max(1) {
         match download_once(&client, uri, target, policy.max_bytes).await {
             Ok(()) => return Ok(()),
             Err(Retry::No(error)) => return Err(error),
             Err(Retry::Yes(error)) => {
-                tracing::warn!(uri, attempt, %error, "download failed, retrying");
+                tracing::warn!(uri = %redacted(uri), attempt, %error, "download failed, retrying");
                 last_error = Some(error);
                 // Exponential backoff: 0.5 s, 1 s, 2 s, ...
                 tokio::time::sleep(Duration::from_millis(500 << (attempt - 1).min(6))).await;
@@ -117,7 +168,38 @@ enum Retry {
 }
 
 fn fetch_error(uri: &str, message: impl std::fmt::Display) -> Error {
-    Error::Fetch { uri: uri.to_owned(), message: message.to_string() }
+    // reqwest's messages quote the URL in full; keep only the redacted form.
+    let message = message.to_string().replace(uri, &redacted(uri));
+    Error::Fetch { uri: redacted(uri), message: without_error_chain_urls(&message) }
+}
+
+/// An error with its causes ("error following redirect: redirect to
+/// another host refused"): reqwest's own message names only the outermost.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}
+
+/// reqwest errors end with `(<url>)`; drop any query string inside.
+fn without_error_chain_urls(message: &str) -> String {
+    message
+        .split(' ')
+        .map(|word| match word.find("://") {
+            Some(_) if word.contains('?') => {
+                let (head, tail) = word.split_at(word.find('?').unwrap_or(word.len()));
+                let closing = if tail.ends_with(')') { ")" } else { "" };
+                format!("{head}?<redacted>{closing}")
+            }
+            _ => word.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 async fn download_once(
@@ -126,7 +208,12 @@ async fn download_once(
     target: &Path,
     max_bytes: u64,
 ) -> std::result::Result<(), Retry> {
-    let response = client.get(uri).send().await.map_err(|e| Retry::Yes(fetch_error(uri, e)))?;
+    let response = match client.get(uri).send().await {
+        Ok(response) => response,
+        // A refused redirect is final; other send errors may pass.
+        Err(e) if e.is_redirect() => return Err(Retry::No(fetch_error(uri, error_chain(&e)))),
+        Err(e) => return Err(Retry::Yes(fetch_error(uri, error_chain(&e)))),
+    };
     let status = response.status();
     if !status.is_success() {
         let error = fetch_error(uri, format!("HTTP {status}"));
@@ -157,4 +244,24 @@ async fn download_once(
     }
     partial.persist(target).map_err(|e| Retry::No(Error::model_file(target, e.error)))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_survive_redaction() {
+        assert_eq!(
+            redacted("https://user:pw@store.example/m/model.safetensors?X-Amz-Signature=abc&X-Amz-Credential=k#x"),
+            "https://store.example/m/model.safetensors?<redacted>"
+        );
+        assert_eq!(redacted("http://10.89.0.1:18070/config.json"), "http://10.89.0.1:18070/config.json");
+        assert_eq!(redacted("file:///models/m.safetensors"), "file:///models/m.safetensors");
+        let error = fetch_error(
+            "https://s.example/f?sig=secret",
+            "error sending request for url (https://s.example/f?sig=secret)",
+        );
+        assert!(!error.to_string().contains("secret"), "{error}");
+    }
 }

@@ -185,3 +185,57 @@ async fn wrong_sha256_from_the_command_line_never_reaches_ready() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn redirects_stay_on_the_model_stores_host_and_errors_hide_signed_queries() {
+    let body = b"weights".to_vec();
+    let digest = sha256_hex(&body);
+    // The real store, and a second host (127.0.0.2 is another loopback address).
+    let (store, _) = file_server(body.clone(), 0).await;
+    let other_listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let elsewhere = format!("http://{}/file", other_listener.local_addr().unwrap());
+    let leaked = Arc::new(AtomicUsize::new(0));
+    let counter = leaked.clone();
+    let exfil = Router::new().fallback(get(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { "weights" }
+    }));
+    tokio::spawn(async move { axum::serve(other_listener, exfil).await });
+    // A store that redirects: within itself, or away.
+    let (within, away) = (store.clone(), elsewhere.clone());
+    let redirector = Router::new()
+        .route("/same", get(move || async move { axum::response::Redirect::temporary(&within) }))
+        .route("/away", get(move || async move { axum::response::Redirect::temporary(&away) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, redirector).await });
+
+    // `file_server` binds 127.0.0.1 too, on another port: another origin. Same-origin means
+    // same scheme, host and port, so serve the target under the redirector's own origin.
+    let cache = tempfile::tempdir().unwrap();
+    let same = FileSource { uri: format!("{base}/same"), sha256: Some(digest.clone()) };
+    let refused_port = resolve(&same, &policy(cache.path())).await.unwrap_err();
+    assert!(refused_port.to_string().contains("redirect to another host"), "{refused_port}");
+
+    let signed = FileSource { uri: format!("{base}/away?X-Amz-Signature=s3cr3t"), sha256: Some(digest.clone()) };
+    let error = resolve(&signed, &policy(cache.path())).await.unwrap_err();
+    assert!(matches!(error, Error::Fetch { .. }), "{error}");
+    assert_eq!(error.reason(), "ModelStoreUnreachable");
+    assert!(error.to_string().contains("redirect to another host"), "{error}");
+    assert!(!error.to_string().contains("s3cr3t"), "the signed query leaked: {error}");
+    assert_eq!(leaked.load(Ordering::SeqCst), 0, "the runtime followed the redirect to another host");
+
+    // A redirect within the origin is followed.
+    let app = {
+        let body = body.clone();
+        Router::new()
+            .route("/moved", get(|| async { axum::response::Redirect::permanent("/file") }))
+            .route("/file", get(move || async move { body.clone() }))
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let own = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let moved = FileSource { uri: format!("{own}/moved?sig=x"), sha256: Some(digest) };
+    let path = resolve(&moved, &policy(cache.path())).await.unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), body);
+}
