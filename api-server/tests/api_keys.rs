@@ -13,7 +13,7 @@ use support::cluster::{Harness, SERVICE_ENDPOINTS};
 
 fn spec() -> String {
     json!({"model": {"architecture": "mlp", "task": "regression",
-                     "source": {"uri": "https://models.example/m.safetensors", "sha256": "c".repeat(64)}}})
+                     "config": {"uri": "https://models.example/config.json", "sha256": "f".repeat(64)}, "source": {"uri": "https://models.example/m.safetensors", "sha256": "c".repeat(64)}}})
     .to_string()
 }
 

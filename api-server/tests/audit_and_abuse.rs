@@ -22,7 +22,7 @@ use support::cluster::{Harness, SERVICE_ENDPOINTS, TIMEOUT};
 
 fn spec() -> String {
     json!({"model": {"architecture": "mlp", "task": "regression",
-                     "source": {"uri": "https://models.example/m.safetensors", "sha256": "d".repeat(64)}}})
+                     "config": {"uri": "https://models.example/config.json", "sha256": "f".repeat(64)}, "source": {"uri": "https://models.example/m.safetensors", "sha256": "d".repeat(64)}}})
     .to_string()
 }
 

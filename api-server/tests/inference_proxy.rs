@@ -46,7 +46,7 @@ async fn serve_runtime(dir: &std::path::Path) -> (std::net::SocketAddr, tokio::s
 
 fn spec() -> String {
     json!({"model": {"architecture": "mlp", "task": "regression",
-                     "source": {"uri": "https://models.example/tabular/model.safetensors", "sha256": "b".repeat(64)}}})
+                     "config": {"uri": "https://models.example/config.json", "sha256": "f".repeat(64)}, "source": {"uri": "https://models.example/tabular/model.safetensors", "sha256": "b".repeat(64)}}})
     .to_string()
 }
 

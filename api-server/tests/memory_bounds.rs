@@ -113,7 +113,7 @@ async fn hostile_bodies_and_answers_do_not_exhaust_memory() {
     let mds: Api<ModelDeployment> = Api::namespaced(h.admin.clone(), "tenant-acme-mem");
     let md = json!({"apiVersion": "ember.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "big"},
                     "spec": {"model": {"architecture": "mlp", "task": "regression",
-                             "source": {"uri": "https://models.example/m.safetensors", "sha256": "e".repeat(64)}}}});
+                             "config": {"uri": "https://models.example/config.json", "sha256": "f".repeat(64)}, "source": {"uri": "https://models.example/m.safetensors", "sha256": "e".repeat(64)}}}});
     mds.patch("big", &PatchParams::apply("test"), &Patch::Apply(&md)).await.unwrap();
     let api = start_api(&h, &oversized_runtime().await).await;
     let (alice, stranger) = (h.token("alice", &[]), h.token("mallory", &[]));

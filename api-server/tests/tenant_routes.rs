@@ -19,7 +19,7 @@ fn spec(max_batch_size: u32) -> String {
     json!({
         "model": {
             "architecture": "mlp", "task": "regression",
-            "source": {"uri": "https://models.example/tabular/model.safetensors", "sha256": "a".repeat(64)}
+            "config": {"uri": "https://models.example/config.json", "sha256": "f".repeat(64)}, "source": {"uri": "https://models.example/tabular/model.safetensors", "sha256": "a".repeat(64)}
         },
         "replicas": {"min": 1, "max": 2},
         "batching": {"maxBatchSize": max_batch_size, "maxDelayMs": 5}
@@ -139,7 +139,7 @@ async fn bad_bodies_are_refused_naming_the_field_and_create_nothing() {
             with(
                 valid.clone(),
                 "model",
-                json!({"architecture": "mlp", "task": "regression", "source": {"uri": "https://m.example/x", "sha256": "a".repeat(64)}, "quantize": true}),
+                json!({"architecture": "mlp", "task": "regression", "source": {"uri": "https://m.example/x", "sha256": "a".repeat(64)}, "config": {"uri": "https://m.example/c", "sha256": "a".repeat(64)}, "quantize": true}),
             ),
             422,
             "quantize",

@@ -85,9 +85,10 @@ pub struct ModelSpec {
     pub task: Task,
     /// Weights (`model.safetensors`).
     pub source: ArtifactRef,
-    /// Model configuration (`config.json`); defaults to `config.json` next to the weights.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config: Option<ArtifactRef>,
+    /// Model configuration (`config.json`), with its digest like every file
+    /// the runtime loads (no default next to the weights: an unverified
+    /// config could change what the verified weights compute).
+    pub config: ArtifactRef,
     /// Tokenizer (`tokenizer.json`), required for text models.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<ArtifactRef>,

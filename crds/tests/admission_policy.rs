@@ -19,7 +19,7 @@ fn model(name: &str, namespace: &str) -> DynamicObject {
         "apiVersion": ModelDeployment::api_version(&()), "kind": ModelDeployment::kind(&()),
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"model": {"architecture": "mlp", "task": "regression",
-                           "source": {"uri": "https://models.example/m.safetensors", "sha256": "a".repeat(64)}}}
+                           "config": {"uri": "https://models.example/config.json", "sha256": "f".repeat(64)}, "source": {"uri": "https://models.example/m.safetensors", "sha256": "a".repeat(64)}}}
     }))
     .unwrap()
 }

@@ -55,7 +55,7 @@ fn valid_model_spec() -> Value {
         "model": {
             "architecture": "bert",
             "task": "embedding",
-            "source": {"uri": "https://models.example.test/m.safetensors", "sha256": "a".repeat(64)},
+            "config": {"uri": "https://models.example/config.json", "sha256": "f".repeat(64)}, "source": {"uri": "https://models.example.test/m.safetensors", "sha256": "a".repeat(64)},
             "tokenizer": {"uri": "https://models.example.test/tokenizer.json", "sha256": "b".repeat(64)}
         }
     })
@@ -197,6 +197,19 @@ async fn min_replicas_above_max_is_refused() {
     spec["replicas"] = json!({"min": 3, "max": 2});
     let message = refusal(&api, &object::<ModelDeployment>("minmax", Some("default"), spec)).await;
     assert_mentions(&message, &["spec.replicas.min", "less than or equal to replicas.max"]);
+}
+
+#[tokio::test]
+async fn a_model_without_a_verified_config_is_refused() {
+    let client = client_with_crds().await;
+    let api = model_deployments(&client, "default");
+    let mut spec = valid_model_spec();
+    spec["model"].as_object_mut().unwrap().remove("config");
+    let message = refusal(&api, &object::<ModelDeployment>("noconfig", Some("default"), spec.clone())).await;
+    assert_mentions(&message, &["spec.model.config", "Required"]);
+    spec["model"]["config"] = json!({"uri": "file:///models/config.json"});
+    let message = refusal(&api, &object::<ModelDeployment>("nodigest", Some("default"), spec)).await;
+    assert_mentions(&message, &["spec.model.config.sha256", "Required"]);
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use ember_crds::labels;
-use ember_crds::model_deployment::{Architecture, ArtifactRef, Backend, ModelDeployment, Task};
+use ember_crds::model_deployment::{Architecture, Backend, ModelDeployment, Task};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::autoscaling::v2::{
     CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec, MetricTarget,
@@ -189,27 +189,6 @@ fn backend_name(backend: Backend) -> &'static str {
     }
 }
 
-fn is_remote(uri: &str) -> bool {
-    uri.starts_with("http://") || uri.starts_with("https://")
-}
-
-/// `model.config`, or `config.json` next to the weights as the CRD documents.
-/// ember-runtime insists on a digest for every URL, so the default only
-/// works for `file://` weights; for URLs the user must name the config.
-fn model_config(md: &ModelDeployment) -> Result<ArtifactRef> {
-    if let Some(config) = &md.spec.model.config {
-        return Ok(config.clone());
-    }
-    let source = &md.spec.model.source.uri;
-    if is_remote(source) {
-        return Err(Error::InvalidModelDeployment(
-            "spec.model.config (uri and sha256) is required when the weights come from an http(s) URL: ember-runtime verifies every downloaded file".into(),
-        ));
-    }
-    let directory = source.rsplit_once('/').map_or(source.as_str(), |(dir, _)| dir);
-    Ok(ArtifactRef { uri: format!("{directory}/config.json"), sha256: String::new() })
-}
-
 /// The ember-runtime command line (docs/runtime.md), flags only: a flag is
 /// visible in `kubectl describe` and wins over any environment variable.
 pub fn runtime_args(md: &ModelDeployment) -> Result<Vec<String>> {
@@ -222,11 +201,9 @@ pub fn runtime_args(md: &ModelDeployment) -> Result<Vec<String>> {
     flag("model-name", md.name_any());
     flag("model-uri", spec.model.source.uri.clone());
     flag("model-sha256", spec.model.source.sha256.clone());
-    let config = model_config(md)?;
-    flag("config-uri", config.uri);
-    if !config.sha256.is_empty() {
-        flag("config-sha256", config.sha256);
-    }
+    // Every file with its digest: the runtime verifies each before use.
+    flag("config-uri", spec.model.config.uri.clone());
+    flag("config-sha256", spec.model.config.sha256.clone());
     if let Some(tokenizer) = &spec.model.tokenizer {
         flag("tokenizer-uri", tokenizer.uri.clone());
         flag("tokenizer-sha256", tokenizer.sha256.clone());
@@ -536,18 +513,12 @@ mod tests {
     }
 
     #[test]
-    fn config_defaults_next_to_local_weights_but_urls_need_a_digest() {
-        let local = md(serde_json::json!({"model": {
-            "config": null, "source": {"uri": "file:///models/mlp/model.safetensors", "sha256": SHA_A}
-        }}));
-        let args = runtime_args(&local).unwrap();
-        assert_eq!(flag(&args, "config-uri").as_deref(), Some("file:///models/mlp/config.json"));
-        assert_eq!(flag(&args, "config-sha256"), None);
-
-        let remote = md(serde_json::json!({"model": {"config": null}}));
-        let error = runtime_args(&remote).unwrap_err();
-        assert!(error.needs_user_action());
-        assert_eq!(error.category(), "InvalidSpec");
+    fn every_model_file_goes_to_the_runtime_with_its_digest() {
+        let args = runtime_args(&md(serde_json::json!({}))).unwrap();
+        for file in ["model", "config", "tokenizer"] {
+            let digest = flag(&args, &format!("{file}-sha256"));
+            assert!(digest.is_some_and(|d| d.len() == 64), "{file} without a digest: {args:?}");
+        }
     }
 
     #[test]
