@@ -12,6 +12,7 @@ pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod cache;
+pub mod client_address;
 pub mod error;
 pub mod keys;
 pub mod metering;

@@ -84,6 +84,11 @@ struct Args {
     /// the burst (4x) its requests get 429 without being checked.
     #[arg(long, env = "EMBER_API_REFUSALS_PER_SOURCE", default_value_t = 5.0)]
     refusals_per_source: f64,
+    /// Proxies (ingress, load balancer) whose `X-Forwarded-For` names the
+    /// client for the per-source limits: comma-separated CIDRs. Without
+    /// them the TCP peer is the source.
+    #[arg(long, env = "EMBER_API_TRUSTED_PROXIES", default_value = "")]
+    trusted_proxies: String,
     /// Days audit entries are kept.
     #[arg(long, env = "EMBER_API_AUDIT_RETENTION_DAYS", default_value_t = 400)]
     audit_retention_days: u64,
@@ -168,6 +173,7 @@ async fn main() -> anyhow::Result<()> {
             authenticator.sources = SourceLimits {
                 requests: RateLimiter::new(args.rate_per_source, 2.0 * args.rate_per_source),
                 refusals: RateLimiter::new(args.refusals_per_source, 4.0 * args.refusals_per_source),
+                trusted_proxies: args.trusted_proxies.parse()?,
             };
             let auth = Arc::new(authenticator);
             let tenancy = Tenancy {

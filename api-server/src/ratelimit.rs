@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::client_address::TrustedProxies;
+
 /// Buckets kept before idle, full ones are dropped: bounds memory when many
 /// distinct callers come and go.
 const MAX_BUCKETS: usize = 10_000;
@@ -69,19 +71,24 @@ impl RateLimiter {
 /// A source that keeps presenting bad credentials is refused with 429
 /// without them being checked, while other sources are unaffected.
 ///
-/// The source is the TCP peer. Behind a proxy that is the proxy: size the
-/// limits for it, or put ember-api where it sees clients.
+/// The source is the TCP peer, or the client a trusted proxy names in
+/// `X-Forwarded-For` (see `client_address`).
 #[derive(Debug)]
 pub struct SourceLimits {
     pub requests: RateLimiter,
     pub refusals: RateLimiter,
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for SourceLimits {
     /// 200 requests/s per source (bursts of 400); 5 refused credentials/s
     /// (bursts of 20).
     fn default() -> Self {
-        Self { requests: RateLimiter::new(200.0, 400.0), refusals: RateLimiter::new(5.0, 20.0) }
+        Self {
+            requests: RateLimiter::new(200.0, 400.0),
+            refusals: RateLimiter::new(5.0, 20.0),
+            trusted_proxies: TrustedProxies::default(),
+        }
     }
 }
 

@@ -46,7 +46,11 @@ async fn a_flood_of_bogus_keys_is_throttled_before_the_database_and_counted_not_
     let h = Harness::start_with_platform_and_sources(
         SERVICE_ENDPOINTS,
         &db,
-        SourceLimits { requests: RateLimiter::new(1000.0, 2000.0), refusals: RateLimiter::new(5.0, 20.0) },
+        SourceLimits {
+            requests: RateLimiter::new(1000.0, 2000.0),
+            refusals: RateLimiter::new(5.0, 20.0),
+            trusted_proxies: Default::default(),
+        },
     )
     .await;
     h.tenant("acme-flood", json!({"owners": [{"kind": "User", "name": "alice"}]})).await;
@@ -160,4 +164,63 @@ async fn entries_older_than_their_retention_are_swept() {
     assert_eq!(deleted, 3);
     assert_eq!(scalar(&db, "SELECT count(*) FROM audit_log WHERE actor = 'recent'").await, 1);
     assert_eq!(scalar(&db, "SELECT count(*) FROM auth_refusals").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_each_client_has_its_own_budget() {
+    let postgres = tokio::task::spawn_blocking(Postgres::start).await.unwrap().unwrap();
+    let db = postgres.url();
+    // 127.0.0.2 plays the ingress; nothing else is trusted.
+    let h = Harness::start_with_platform_and_sources(
+        SERVICE_ENDPOINTS,
+        &db,
+        SourceLimits {
+            requests: RateLimiter::new(1000.0, 2000.0),
+            refusals: RateLimiter::new(1.0, 5.0),
+            trusted_proxies: "127.0.0.2/32".parse().unwrap(),
+        },
+    )
+    .await;
+    h.tenant("acme-proxy", json!({"owners": [{"kind": "User", "name": "alice"}]})).await;
+    let (_, issued) = h
+        .call(
+            "POST",
+            "/v1/tenants/acme-proxy/api-keys",
+            Some(&h.token("alice", &[])),
+            Some(r#"{"name": "app", "role": "view"}"#),
+        )
+        .await;
+    let good_key = bearer(issued["key"].as_str().unwrap());
+    let url = format!("{}/v1/tenants/acme-proxy/deployments", h.base);
+    let from = |local: [u8; 4]| reqwest::Client::builder().local_address(IpAddr::from(local)).build().unwrap();
+    let (ingress, stranger) = (from([127, 0, 0, 2]), from([127, 0, 0, 3]));
+    let get = async |client: &reqwest::Client, forwarded_for: &str, key: &str| {
+        client
+            .get(&url)
+            .header("X-Forwarded-For", forwarded_for)
+            .header("Authorization", key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+
+    // The attacker behind the ingress exhausts its own refusal budget...
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        statuses.push(get(&ingress, "203.0.113.9", &format!("Bearer ek_{i:012x}_x")).await);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(get(&ingress, "203.0.113.9", &good_key).await, 429, "the attacker's address is throttled");
+    // ...while another client behind the same ingress is served.
+    assert_eq!(get(&ingress, "198.51.100.7", &good_key).await, 200);
+    // A client that is not the ingress cannot borrow another's address, nor
+    // dodge its own budget by claiming one: its header is ignored.
+    assert_eq!(get(&stranger, "198.51.100.7", &good_key).await, 200);
+    for i in 0..20 {
+        get(&stranger, &format!("198.51.100.{i}"), &format!("Bearer ek_{i:012x}_y")).await;
+    }
+    assert_eq!(get(&stranger, "192.0.2.1", &good_key).await, 429, "a forged header escaped the limit");
+    assert_eq!(get(&ingress, "198.51.100.7", &good_key).await, 200, "the stranger's flood hit a client it named");
 }

@@ -17,6 +17,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use serde::Serialize;
 
+use crate::client_address::TrustedProxies;
 use crate::error::Error;
 use crate::keys::{KeyGrant, KeyStore, is_api_key};
 use crate::ratelimit::SourceLimits;
@@ -99,10 +100,13 @@ impl Authenticator {
     }
 }
 
-/// The caller's address as the listener saw it (`unknown` when the server
-/// was not started with connection info).
-fn source_of(parts: &Parts) -> String {
-    parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
+/// The caller's address: the TCP peer, or the client a trusted proxy names
+/// (`unknown` when the server was not started with connection info).
+fn source_of(parts: &Parts, trusted: &TrustedProxies) -> String {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |c| trusted.client(c.0.ip(), &parts.headers).to_string())
 }
 
 /// Extracts the caller from `Authorization: Bearer <jwt or API key>`;
@@ -116,7 +120,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let authenticator = Arc::<Authenticator>::from_ref(state);
-        let source = source_of(parts);
+        let source = source_of(parts, &authenticator.sources.trusted_proxies);
         let header = parts
             .headers
             .get(AUTHORIZATION)
