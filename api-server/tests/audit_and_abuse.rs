@@ -39,6 +39,16 @@ async fn execute(url: &str, sql: &str) {
     pool.close().await;
 }
 
+/// A tenant owned by alice, and a `view` API key of it (as `Authorization` value).
+async fn tenant_with_a_view_key(h: &Harness, tenant: &str) -> String {
+    h.tenant(tenant, json!({"owners": [{"kind": "User", "name": "alice"}]})).await;
+    let path = format!("/v1/tenants/{tenant}/api-keys");
+    let (status, issued) =
+        h.call("POST", &path, Some(&h.token("alice", &[])), Some(r#"{"name": "app", "role": "view"}"#)).await;
+    assert_eq!(status, 201, "{issued}");
+    bearer(issued["key"].as_str().unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_bogus_keys_is_throttled_before_the_database_and_counted_not_logged() {
     let postgres = tokio::task::spawn_blocking(Postgres::start).await.unwrap().unwrap();
@@ -53,16 +63,7 @@ async fn a_flood_of_bogus_keys_is_throttled_before_the_database_and_counted_not_
         },
     )
     .await;
-    h.tenant("acme-flood", json!({"owners": [{"kind": "User", "name": "alice"}]})).await;
-    let (_, issued) = h
-        .call(
-            "POST",
-            "/v1/tenants/acme-flood/api-keys",
-            Some(&h.token("alice", &[])),
-            Some(r#"{"name": "app", "role": "view"}"#),
-        )
-        .await;
-    let good_key = bearer(issued["key"].as_str().unwrap());
+    let good_key = tenant_with_a_view_key(&h, "acme-flood").await;
     let audit_rows_before = scalar(&db, "SELECT count(*) FROM audit_log").await;
 
     // The attacker, from 127.0.0.2: 600 bogus keys, 16 at a time.
@@ -181,16 +182,7 @@ async fn behind_a_trusted_proxy_each_client_has_its_own_budget() {
         },
     )
     .await;
-    h.tenant("acme-proxy", json!({"owners": [{"kind": "User", "name": "alice"}]})).await;
-    let (_, issued) = h
-        .call(
-            "POST",
-            "/v1/tenants/acme-proxy/api-keys",
-            Some(&h.token("alice", &[])),
-            Some(r#"{"name": "app", "role": "view"}"#),
-        )
-        .await;
-    let good_key = bearer(issued["key"].as_str().unwrap());
+    let good_key = tenant_with_a_view_key(&h, "acme-proxy").await;
     let url = format!("{}/v1/tenants/acme-proxy/deployments", h.base);
     let from = |local: [u8; 4]| reqwest::Client::builder().local_address(IpAddr::from(local)).build().unwrap();
     let (ingress, stranger) = (from([127, 0, 0, 2]), from([127, 0, 0, 3]));
