@@ -190,22 +190,21 @@ struct Existing {
 }
 
 impl Existing {
+    /// One catalog round trip for both objects.
     async fn read(tx: &mut PgConnection, ids: &TenantIdentifiers) -> Result<Self, DatabaseError> {
-        let role = sqlx::query_scalar::<_, Option<String>>(
-            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
-        )
-        .bind(&ids.role)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| DatabaseError::from_sqlx("reading the role", e))?;
-        let schema = sqlx::query_scalar::<_, Option<String>>(
-            "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = $1",
-        )
-        .bind(&ids.schema)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| DatabaseError::from_sqlx("reading the schema", e))?;
-        Ok(Self { role, schema })
+        let (role_exists, role_comment, schema_exists, schema_comment): (bool, Option<String>, bool, Option<String>) =
+            sqlx::query_as(
+                "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1),
+                        (SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1),
+                        EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $2),
+                        (SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = $2)",
+            )
+            .bind(&ids.role)
+            .bind(&ids.schema)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| DatabaseError::from_sqlx("reading the role and schema", e))?;
+        Ok(Self { role: role_exists.then_some(role_comment), schema: schema_exists.then_some(schema_comment) })
     }
 
     /// Refuses when the role or schema exists and is not the Tenant's.
