@@ -108,10 +108,10 @@ async fn a_compromised_operator_cannot_write_outside_tenant_objects() {
         .await;
     assert!(matches!(relabelled, Err(kube::Error::Api(ref s)) if s.code == 403), "{relabelled:?}");
 
-    // A reader role that reads Secrets (the operator holds that right, so RBAC's escalation
+    // A reader role that reads namespaces (the operator holds that right, so RBAC's escalation
     // check lets it through; the policy does not), or a binding to something else.
     let greedy = json!({"metadata": {"name": "ember-tenant-x-reader"},
-        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]});
+        "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}]});
     let refusal = refused(&operator, &cluster_roles, None, greedy).await;
     assert!(refusal.contains("get one Tenant"), "{refusal}");
     let wide = json!({"metadata": {"name": "ember-tenant-x-reader"},
@@ -131,9 +131,18 @@ async fn a_compromised_operator_cannot_write_outside_tenant_objects() {
         "subjects": [{"kind": "User", "name": "mallory", "apiGroup": "rbac.authorization.k8s.io"}]});
     let refusal = refused(&operator, &role_bindings, Some("tenant-confined"), escalate).await;
     assert!(refusal.contains("only the tenant roles"), "{refusal}");
-    // The shape it needs is allowed there.
+    // Secrets there: only the tenant's database credentials, the shape it needs.
+    let refusal =
+        refused(&operator, &secrets, Some("tenant-confined"), json!({"metadata": {"name": "model-store-x"}})).await;
+    assert!(refusal.contains("only the Secret ember-database"), "{refusal}");
     assert_eq!(
-        create_as_operator(&operator, &secrets, Some("tenant-confined"), json!({"metadata": {"name": "ok"}})).await,
+        create_as_operator(
+            &operator,
+            &secrets,
+            Some("tenant-confined"),
+            json!({"metadata": {"name": "ember-database"}})
+        )
+        .await,
         None
     );
 
@@ -148,8 +157,16 @@ async fn a_compromised_operator_cannot_write_outside_tenant_objects() {
         &["update", "nodes"],
         &["create", "validatingadmissionpolicybindings"],
         &["delete", "validatingadmissionpolicies"],
+        // No Secret but the tenants' database credentials is readable: not the
+        // tokens in kube-system, not a tenant's model-store credentials.
+        &["get", "secrets", "-n", "kube-system"],
+        &["list", "secrets", "--all-namespaces"],
+        &["watch", "secrets", "-n", "tenant-confined"],
+        &["get", "secrets/model-store-x", "-n", "tenant-confined"],
+        &["patch", "secrets/model-store-x", "-n", "tenant-confined"],
     ] {
         assert!(!can_i(denied), "the operator can {denied:?}");
     }
     assert!(can_i(&["bind", "clusterroles/ember-tenant-view"]), "the check itself works");
+    assert!(can_i(&["get", "secrets/ember-database", "-n", "tenant-confined"]), "the check itself works");
 }

@@ -10,6 +10,7 @@ pub mod status;
 use std::sync::Arc;
 
 use ember_crds::labels;
+use ember_crds::names::DATABASE_SECRET_NAME;
 use ember_crds::tenant::Tenant;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, ServiceAccount};
@@ -45,7 +46,13 @@ pub async fn run(
         .watches(Api::<NetworkPolicy>::all(client.clone()), ours.clone(), owning_tenant)
         .watches(Api::<ServiceAccount>::all(client.clone()), ours.clone(), owning_tenant)
         .watches(Api::<RoleBinding>::all(client.clone()), ours.clone(), owning_tenant)
-        .watches(Api::<Secret>::all(client.clone()), ours.clone(), owning_tenant)
+        // By name too: the operator may read no other Secret (its RBAC names
+        // this one), so a cluster-wide watch must ask for exactly it.
+        .watches(
+            Api::<Secret>::all(client.clone()),
+            ours.clone().fields(&format!("metadata.name={DATABASE_SECRET_NAME}")),
+            owning_tenant,
+        )
         .owns(Api::<ClusterRole>::all(client.clone()), ours.clone())
         .owns(Api::<ClusterRoleBinding>::all(client.clone()), ours)
         .with_config(controller::Config::default().concurrency(concurrency))
