@@ -95,15 +95,59 @@ pub struct ModelSpec {
 }
 
 /// A file fetched by ember-runtime and verified against its digest before use.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+///
+/// Where the file lives is either a plain `uri`, which everyone who may read
+/// the ModelDeployment (and its pods) sees, or `uriFrom`, a key of a Secret:
+/// the place for signed URLs and URLs with a password. The operator hands a
+/// Secret reference to the pod as an environment variable filled by the
+/// kubelet, so the credential appears in no object, argument, log or view.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.uri) != has(self.uriFrom)").message("give exactly one of uri and uriFrom").field_path(".uri").reason(Reason::FieldValueRequired),
+    validation = Rule::new("!has(self.uri) || !self.uri.matches('^[a-z]+://[^/]*@')").message("uri carries credentials (user info): put the URL in a Secret named model-store-... and refer to it with uriFrom.secretKeyRef").field_path(".uri").reason(Reason::FieldValueForbidden)
+)]
 pub struct ArtifactRef {
-    /// `https://`, `http://` or `file://` address of the file.
+    /// `https://`, `http://` or `file://` address of the file, without
+    /// credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048), regex(pattern = r"^(https?|file)://[^\s]+$"))]
-    pub uri: String,
+    pub uri: Option<String>,
+    /// The address, read from a Secret in the ModelDeployment's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri_from: Option<UriSource>,
     /// Lowercase hex SHA-256 of the file; a mismatch keeps the model from becoming ready.
     #[schemars(regex(pattern = r"^[a-f0-9]{64}$"))]
     pub sha256: String,
+}
+
+impl ArtifactRef {
+    /// A file at a plain address.
+    pub fn at(uri: impl Into<String>, sha256: impl Into<String>) -> Self {
+        Self { uri: Some(uri.into()), uri_from: None, sha256: sha256.into() }
+    }
+}
+
+/// Where a Secret-held address is.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UriSource {
+    pub secret_key_ref: ModelStoreSecretKey,
+}
+
+/// One key of a model-store Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelStoreSecretKey {
+    /// The Secret's name, which must start with `model-store-`: a
+    /// ModelDeployment may only point its pods at Secrets made for model
+    /// downloads, never at the tenant's other Secrets (its database
+    /// credentials), which those who may edit deployments cannot read.
+    #[schemars(length(min = 13, max = 253), regex(pattern = r"^model-store-[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+    /// The key holding the URL.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
 }
 
 /// Compute backend of ember-runtime.

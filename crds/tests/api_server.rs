@@ -213,6 +213,44 @@ async fn a_model_without_a_verified_config_is_refused() {
 }
 
 #[tokio::test]
+async fn model_addresses_with_credentials_must_come_from_a_model_store_secret() {
+    let client = client_with_crds().await;
+    let api = model_deployments(&client, "default");
+    let with_source = |source: serde_json::Value| {
+        let mut spec = valid_model_spec();
+        spec["model"]["source"] = source;
+        spec
+    };
+    let digest = "a".repeat(64);
+    let refused = [
+        (
+            json!({"uri": "https://user:pw@store.example/m.safetensors", "sha256": digest}),
+            vec!["spec.model.source.uri", "carries credentials", "uriFrom"],
+        ),
+        (json!({"sha256": digest}), vec!["spec.model.source.uri", "exactly one of uri and uriFrom"]),
+        (
+            json!({"uri": "https://store.example/m", "uriFrom": {"secretKeyRef": {"name": "model-store-m", "key": "url"}}, "sha256": digest}),
+            vec!["spec.model.source.uri", "exactly one of uri and uriFrom"],
+        ),
+        // The tenant's database credentials are not a model store's.
+        (
+            json!({"uriFrom": {"secretKeyRef": {"name": "ember-database", "key": "url"}}, "sha256": digest}),
+            vec!["spec.model.source.uriFrom.secretKeyRef.name", "model-store-"],
+        ),
+    ];
+    for (i, (source, says)) in refused.into_iter().enumerate() {
+        let message =
+            refusal(&api, &object::<ModelDeployment>(&format!("cred{i}"), Some("default"), with_source(source))).await;
+        assert_mentions(&message, &says);
+    }
+    let signed =
+        json!({"uriFrom": {"secretKeyRef": {"name": "model-store-minilm", "key": "weights"}}, "sha256": digest});
+    api.create(&PostParams::default(), &object::<ModelDeployment>("signed", Some("default"), with_source(signed)))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn wgpu_without_gpus_is_refused() {
     let client = client_with_crds().await;
     let api = model_deployments(&client, "default");

@@ -22,7 +22,7 @@ use ember_operator::config::{ModelStoreConfig, OperatorConfig};
 use ember_testenv::node::{GATEWAY, NODE_NAME};
 use ember_testenv::{ControlPlane, ModelStore, Nodes, Postgres, poll};
 use futures::FutureExt;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -39,8 +39,12 @@ struct Cluster {
     mds: Api<ModelDeployment>,
     pods: Api<Pod>,
     store: ModelStore,
+    signed_store: ModelStore,
     http: reqwest::Client,
 }
+
+/// What the signed store wants in every URL; never to be seen outside the Secret.
+const SIGNATURE: &str = "sig-3f9a1c7e";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_run_on_a_real_node() {
@@ -53,13 +57,14 @@ async fn models_run_on_a_real_node() {
     let pg = tokio::task::spawn_blocking(|| Postgres::start().unwrap()).await.unwrap();
     let server = database_server(&admin, "pg-serving", &pg).await;
     let store = ModelStore::serve(&minilm_dir(), (GATEWAY, 0).into()).await.unwrap();
+    let signed_store = ModelStore::serve_signed(&minilm_dir(), (GATEWAY, 0).into(), SIGNATURE).await.unwrap();
     let config = OperatorConfig {
         platform_namespace: PLATFORM_NAMESPACE.into(),
         database_servers: vec![server],
         model_stores: vec![ModelStoreConfig {
             name: "local".into(),
             cidr: format!("{GATEWAY}/32"),
-            ports: vec![store.address().port()],
+            ports: vec![store.address().port(), signed_store.address().port()],
         }],
         ..Default::default()
     };
@@ -78,6 +83,7 @@ async fn models_run_on_a_real_node() {
         pods: Api::namespaced(admin.clone(), NAMESPACE),
         admin,
         store,
+        signed_store,
         http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
     };
     let outcome = async {
@@ -85,6 +91,7 @@ async fn models_run_on_a_real_node() {
         scales_out_and_every_pod_serves(&cluster).await;
         a_killed_runtime_restarts_and_serves_again(&cluster).await;
         deletion_stops_the_pods(&cluster).await;
+        signed_urls_come_from_a_secret_and_show_nowhere(&cluster).await;
         a_wrong_checksum_is_reported(&cluster).await;
         an_oom_kill_is_reported(&cluster).await;
     };
@@ -207,6 +214,53 @@ async fn deletion_stops_the_pods(c: &Cluster) {
     for pid in pids {
         assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "runtime process {pid} still runs");
     }
+}
+
+async fn signed_urls_come_from_a_secret_and_show_nowhere(c: &Cluster) {
+    let unsigned = c.http.get(c.signed_store.url("config.json")).send().await.unwrap();
+    assert_eq!(unsigned.status(), 403, "the signed store serves unsigned URLs");
+
+    // (The name the reference requests ask for; the first minilm is gone.)
+    // Before its Secret exists, the deployment says what it waits for.
+    let from_secret = |file: &str, key: &str| json!({"uriFrom": {"secretKeyRef": {"name": "model-store-minilm", "key": key}}, "sha256": c.signed_store.sha256(file).unwrap()});
+    let mut md = minilm("minilm", &c.store, 1, "1Gi", None);
+    md.spec.model.source = serde_json::from_value(from_secret("model.safetensors", "weights")).unwrap();
+    md.spec.model.config = serde_json::from_value(from_secret("config.json", "config")).unwrap();
+    md.spec.model.tokenizer = Some(serde_json::from_value(from_secret("tokenizer.json", "tokenizer")).unwrap());
+    c.mds.create(&PostParams::default(), &md).await.unwrap();
+    let waiting =
+        wait_for_md_within(&c.mds, "minilm", "Ready=False CreateContainerConfigError", FAILURE_REPORTED_WITHIN, |m| {
+            md_condition(m, "Ready", "False", Some("CreateContainerConfigError"))
+        })
+        .await;
+    assert!(ready_message(&waiting).contains("model-store-minilm"), "{}", ready_message(&waiting));
+
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "model-store-minilm", "namespace": NAMESPACE},
+        "stringData": {
+            "weights": c.signed_store.signed_url("model.safetensors"),
+            "config": c.signed_store.signed_url("config.json"),
+            "tokenizer": c.signed_store.signed_url("tokenizer.json"),
+        },
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(c.admin.clone(), NAMESPACE).create(&PostParams::default(), &secret).await.unwrap();
+    wait_for_md_within(&c.mds, "minilm", "minilm Ready from signed URLs", MODEL_READY_TIMEOUT, md_ready).await;
+    let pod = model_pods(c, "minilm").await.remove(0);
+    let ip = pod.status.as_ref().unwrap().pod_ip.clone().unwrap();
+    assert_matches_reference(&embeddings(c, &format!("http://{ip}:8080")).await.unwrap());
+
+    // The signature is in no object anyone reads, nor in the runtime's log.
+    let md = c.mds.get("minilm").await.unwrap();
+    let log = c.pods.logs(&pod.name_any(), &Default::default()).await.unwrap();
+    for (what, text) in [
+        ("pod", serde_json::to_string(&pod).unwrap()),
+        ("deployment", serde_json::to_string(&md).unwrap()),
+        ("log", log),
+    ] {
+        assert!(!text.contains(SIGNATURE), "the signature shows in the {what}: {text}");
+    }
+    c.mds.delete("minilm", &DeleteParams::default()).await.unwrap();
 }
 
 async fn a_wrong_checksum_is_reported(c: &Cluster) {

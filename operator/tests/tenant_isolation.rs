@@ -92,6 +92,7 @@ async fn tenants_are_isolated_from_each_other_and_from_the_platform() {
             ("create", "modeldeployments.ember.dev", a, None),
             ("delete", "modeldeployments.ember.dev", a, None),
             ("get", "secrets", a, Some("ember-database")),
+            ("create", "secrets", a, None),
             ("list", "pods", a, None),
             ("get", "pods/log", a, None),
             ("get", "tenants.ember.dev", None, Some("iso-a")),
@@ -108,6 +109,7 @@ async fn tenants_are_isolated_from_each_other_and_from_the_platform() {
             // the other tenant
             ("get", "secrets", b, Some("ember-database")),
             ("list", "secrets", b, None),
+            ("create", "secrets", b, None),
             ("watch", "modeldeployments.ember.dev", b, None),
             ("list", "pods", b, None),
             ("create", "modeldeployments.ember.dev", b, None),

@@ -5,13 +5,16 @@
 //!
 //! Only the directory's own regular files are served, by exact name: no
 //! listing, no subdirectories, no path tricks.
+//!
+//! A signed store stands for object storage with signed URLs: it answers
+//! 403 unless the query string carries its signature.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -23,6 +26,7 @@ use crate::Error;
 #[derive(Debug)]
 pub struct ModelStore {
     address: SocketAddr,
+    signature: Option<String>,
     digests: BTreeMap<String, String>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -30,14 +34,24 @@ pub struct ModelStore {
 #[derive(Debug)]
 struct Files {
     dir: PathBuf,
+    signature: Option<String>,
     digests: BTreeMap<String, String>,
 }
 
 impl ModelStore {
     /// Serves the regular files of `dir` on `address` (port 0 picks one).
     pub async fn serve(dir: &Path, address: SocketAddr) -> Result<Self, Error> {
+        Self::start(dir, address, None).await
+    }
+
+    /// A store that serves only URLs signed with `signature` ([`Self::signed_url`]).
+    pub async fn serve_signed(dir: &Path, address: SocketAddr, signature: &str) -> Result<Self, Error> {
+        Self::start(dir, address, Some(signature.to_owned())).await
+    }
+
+    async fn start(dir: &Path, address: SocketAddr, signature: Option<String>) -> Result<Self, Error> {
         let digests = digests_of(dir)?;
-        let files = Arc::new(Files { dir: dir.to_owned(), digests: digests.clone() });
+        let files = Arc::new(Files { dir: dir.to_owned(), signature: signature.clone(), digests: digests.clone() });
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .map_err(|source| Error::Io { context: format!("binding the model store to {address}"), source })?;
@@ -47,12 +61,17 @@ impl ModelStore {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { address, digests, task })
+        Ok(Self { address, signature, digests, task })
     }
 
     /// `http://<address>/<file>`.
     pub fn url(&self, file: &str) -> String {
         format!("http://{}/{file}", self.address)
+    }
+
+    /// `http://<address>/<file>?signature=<signature>`, what a signed store serves.
+    pub fn signed_url(&self, file: &str) -> String {
+        format!("{}?signature={}", self.url(file), self.signature.as_deref().unwrap_or_default())
     }
 
     /// Where the store listens.
@@ -72,7 +91,16 @@ impl Drop for ModelStore {
     }
 }
 
-async fn serve_file(State(files): State<Arc<Files>>, UrlPath(name): UrlPath<String>) -> Response {
+async fn serve_file(
+    State(files): State<Arc<Files>>,
+    UrlPath(name): UrlPath<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if let Some(signature) = &files.signature
+        && query.as_deref() != Some(format!("signature={signature}").as_str())
+    {
+        return StatusCode::FORBIDDEN.into_response();
+    }
     if let Some(file) = name.strip_suffix(".sha256")
         && let Some(digest) = files.digests.get(file)
     {

@@ -10,16 +10,16 @@
 use std::collections::BTreeMap;
 
 use ember_crds::labels;
-use ember_crds::model_deployment::{Architecture, Backend, ModelDeployment, Task};
+use ember_crds::model_deployment::{Architecture, ArtifactRef, Backend, ModelDeployment, Task};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::autoscaling::v2::{
     CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec, MetricTarget,
     ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
-    Toleration, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    SecurityContext, Service, ServicePort, ServiceSpec, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -191,6 +191,8 @@ fn backend_name(backend: Backend) -> &'static str {
 
 /// The ember-runtime command line (docs/runtime.md), flags only: a flag is
 /// visible in `kubectl describe` and wins over any environment variable.
+/// A file whose address is in a Secret has no `--<file>-uri` flag: the
+/// runtime reads it from the variable [`runtime_env`] fills.
 pub fn runtime_args(md: &ModelDeployment) -> Result<Vec<String>> {
     let spec = &md.spec;
     let mut args = Vec::new();
@@ -199,14 +201,12 @@ pub fn runtime_args(md: &ModelDeployment) -> Result<Vec<String>> {
         args.push(value);
     };
     flag("model-name", md.name_any());
-    flag("model-uri", spec.model.source.uri.clone());
-    flag("model-sha256", spec.model.source.sha256.clone());
     // Every file with its digest: the runtime verifies each before use.
-    flag("config-uri", spec.model.config.uri.clone());
-    flag("config-sha256", spec.model.config.sha256.clone());
-    if let Some(tokenizer) = &spec.model.tokenizer {
-        flag("tokenizer-uri", tokenizer.uri.clone());
-        flag("tokenizer-sha256", tokenizer.sha256.clone());
+    for (file, artifact) in model_files(md) {
+        if let Some(uri) = &artifact.uri {
+            flag(&format!("{}-uri", file.flag), uri.clone());
+        }
+        flag(&format!("{}-sha256", file.flag), artifact.sha256.clone());
     }
     flag("architecture", architecture_name(spec.model.architecture).into());
     flag("task", task_name(spec.model.task).into());
@@ -217,6 +217,48 @@ pub fn runtime_args(md: &ModelDeployment) -> Result<Vec<String>> {
     flag("model-cache-dir", MODEL_CACHE_DIR.into());
     flag("log-format", "json".into());
     Ok(args)
+}
+
+/// One of the files the runtime loads: its flag stem and the variable that
+/// may carry its address instead.
+struct ModelFile {
+    flag: &'static str,
+    env: &'static str,
+}
+
+const WEIGHTS: ModelFile = ModelFile { flag: "model", env: "EMBER_MODEL_URI" };
+const CONFIG: ModelFile = ModelFile { flag: "config", env: "EMBER_CONFIG_URI" };
+const TOKENIZER: ModelFile = ModelFile { flag: "tokenizer", env: "EMBER_TOKENIZER_URI" };
+
+fn model_files(md: &ModelDeployment) -> impl Iterator<Item = (&'static ModelFile, &ArtifactRef)> {
+    let model = &md.spec.model;
+    [(&WEIGHTS, Some(&model.source)), (&CONFIG, Some(&model.config)), (&TOKENIZER, model.tokenizer.as_ref())]
+        .into_iter()
+        .filter_map(|(file, artifact)| artifact.map(|a| (file, a)))
+}
+
+/// Addresses kept in Secrets, as variables the kubelet fills from them: the
+/// operator never reads those Secrets, and the pod spec names only the key.
+/// A missing Secret holds the pod in `CreateContainerConfigError`, which
+/// becomes the ModelDeployment's Ready reason.
+pub fn runtime_env(md: &ModelDeployment) -> Vec<EnvVar> {
+    model_files(md)
+        .filter_map(|(file, artifact)| {
+            let reference = &artifact.uri_from.as_ref()?.secret_key_ref;
+            Some(EnvVar {
+                name: file.env.into(),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: reference.name.clone(),
+                        key: reference.key.clone(),
+                        optional: Some(false),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        })
+        .collect()
 }
 
 /// Requests equal limits: the pod is Guaranteed QoS and the quota counts
@@ -256,6 +298,7 @@ fn container(md: &ModelDeployment, config: &OperatorConfig) -> Result<Container>
         name: CONTAINER_NAME.into(),
         image: Some(image.clone()),
         args: Some(runtime_args(md)?),
+        env: Some(runtime_env(md)).filter(|env| !env.is_empty()),
         ports: Some(vec![ContainerPort {
             name: Some(HTTP_PORT_NAME.into()),
             container_port: HTTP_PORT,
@@ -519,6 +562,42 @@ mod tests {
             let digest = flag(&args, &format!("{file}-sha256"));
             assert!(digest.is_some_and(|d| d.len() == 64), "{file} without a digest: {args:?}");
         }
+    }
+
+    #[test]
+    fn addresses_kept_in_secrets_reach_the_runtime_only_through_the_kubelet() {
+        let signed = |key: &str| serde_json::json!({"uri": null, "uriFrom": {"secretKeyRef": {"name": "model-store-minilm", "key": key}}});
+        let md = md(serde_json::json!({"model": {"source": signed("weights"), "tokenizer": signed("tokenizer")}}));
+        let args = runtime_args(&md).unwrap();
+        assert_eq!(flag(&args, "model-uri"), None, "{args:?}");
+        assert_eq!(flag(&args, "tokenizer-uri"), None, "{args:?}");
+        assert_eq!(flag(&args, "config-uri").as_deref(), Some("https://m.example/minilm/config.json"));
+        assert_eq!(flag(&args, "model-sha256").as_deref(), Some(SHA_A));
+        assert_eq!(flag(&args, "tokenizer-sha256").as_deref(), Some(SHA_C));
+
+        let container = pod(&children(&md, &serving())).containers.remove(0);
+        let env = container.env.unwrap();
+        let from_secret: Vec<_> = env
+            .iter()
+            .map(|var| {
+                assert_eq!(var.value, None, "{var:?}");
+                let reference = var.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+                (var.name.as_str(), reference.name.as_str(), reference.key.as_str(), reference.optional)
+            })
+            .collect();
+        assert_eq!(
+            from_secret,
+            [
+                ("EMBER_MODEL_URI", "model-store-minilm", "weights", Some(false)),
+                ("EMBER_TOKENIZER_URI", "model-store-minilm", "tokenizer", Some(false)),
+            ]
+        );
+        // Plain addresses need no variables at all.
+        assert_eq!(pod(&children(&md_plain(), &serving())).containers[0].env, None);
+    }
+
+    fn md_plain() -> ModelDeployment {
+        md(serde_json::json!({}))
     }
 
     #[test]
