@@ -158,6 +158,45 @@ async fn bad_bodies_are_refused_naming_the_field_and_create_nothing() {
 }
 
 #[tokio::test]
+async fn model_store_credentials_never_show_in_views() {
+    let h = Harness::start(support::cluster::SERVICE_ENDPOINTS).await;
+    h.tenant(
+        "acme-signed",
+        json!({"owners": [{"kind": "User", "name": "alice"}], "members": [{"kind": "User", "name": "bob", "role": "view"}]}),
+    )
+    .await;
+    let (alice, bob) = (h.token("alice", &[]), h.token("bob", &[]));
+    let path = "/v1/tenants/acme-signed/deployments/signed";
+    let signed_url = "https://models.example/tabular/model.safetensors?X-Amz-Credential=AKIA1&X-Amz-Signature=s3cr3t";
+    let mut body: Value = serde_json::from_str(&spec(8)).unwrap();
+    body["model"]["source"]["uri"] = signed_url.into();
+    body["model"]["config"] = json!({"uriFrom": {"secretKeyRef": {"name": "model-store-tabular", "key": "config"}}, "sha256": "f".repeat(64)});
+
+    let (status, created) = h.call("PUT", path, Some(&alice), Some(&body.to_string())).await;
+    assert_eq!(status, 201, "{created}");
+    let shown = h.until_status(path, &bob, 200).await;
+    for view in [&created, &shown] {
+        let text = view.to_string();
+        assert!(!text.contains("s3cr3t") && !text.contains("AKIA1"), "a view shows the signature: {text}");
+        assert_eq!(view["spec"]["model"]["source"]["uri"], "https://models.example/tabular/model.safetensors?redacted");
+        assert_eq!(view["spec"]["model"]["config"]["uriFrom"]["secretKeyRef"]["name"], "model-store-tabular");
+    }
+
+    // The view sent back would deploy an address without its signature.
+    let (status, problem) = h.call("PUT", path, Some(&alice), Some(&shown["spec"].to_string())).await;
+    assert_eq!(status, 422, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("spec.model.source.uri"), "{problem}");
+    let mds: Api<ModelDeployment> = Api::namespaced(h.admin.clone(), "tenant-acme-signed");
+    assert_eq!(mds.get("signed").await.unwrap().spec.model.source.uri.as_deref(), Some(signed_url));
+
+    // A password in the address is refused by the API server, naming the field.
+    body["model"]["source"]["uri"] = "https://alice:pw@models.example/tabular/model.safetensors".into();
+    let (status, problem) = h.call("PUT", path, Some(&alice), Some(&body.to_string())).await;
+    assert_eq!(status, 422, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("spec.model.source.uri"), "{problem}");
+}
+
+#[tokio::test]
 async fn fields_owned_by_gitops_are_not_taken_over() {
     let h = Harness::start(support::cluster::SERVICE_ENDPOINTS).await;
     h.tenant("acme-gitops", json!({"owners": [{"kind": "User", "name": "alice"}]})).await;

@@ -43,10 +43,42 @@ impl DeploymentView {
             name: md.metadata.name.clone().unwrap_or_default(),
             tenant: tenant.to_owned(),
             generation: md.metadata.generation,
-            spec: md.spec.clone(),
+            spec: without_credentials(md.spec.clone()),
             status: md.status.clone(),
         }
     }
+}
+
+/// What replaces a model address's query string (and user info) in views.
+const REDACTED: &str = "redacted";
+
+/// The spec with every model address cut to what is not a credential: a
+/// signed URL's query string and any user info become [`REDACTED`]. Views
+/// reach viewers and API keys, who may call the model but need not be able
+/// to fetch its files; addresses kept in Secrets (`uriFrom`) show only the
+/// Secret's name anyway.
+fn without_credentials(mut spec: ModelDeploymentSpec) -> ModelDeploymentSpec {
+    let model = &mut spec.model;
+    for artifact in [Some(&mut model.source), Some(&mut model.config), model.tokenizer.as_mut()].into_iter().flatten() {
+        if let Some(uri) = &mut artifact.uri {
+            *uri = redacted_uri(uri);
+        }
+    }
+    spec
+}
+
+fn redacted_uri(uri: &str) -> String {
+    let (scheme, rest) = uri.split_once("://").unwrap_or(("", uri));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let rest = match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{REDACTED}@{}", &rest[at + 1..]),
+        None => rest.to_owned(),
+    };
+    let rest = match rest.find(['?', '#']) {
+        Some(cut) => format!("{}?{REDACTED}", &rest[..cut]),
+        None => rest,
+    };
+    if scheme.is_empty() { rest } else { format!("{scheme}://{rest}") }
 }
 
 pub async fn list(
@@ -137,5 +169,50 @@ fn spec_from(body: &[u8]) -> Result<Value> {
             SPEC_FIELDS.join(", ")
         )));
     }
+    refuse_redacted_uris(&value)?;
     Ok(value)
+}
+
+/// A view's address sent back unchanged would point the runtime at a URL
+/// without its signature; say so instead of deploying a model that cannot
+/// download.
+fn refuse_redacted_uris(spec: &Value) -> Result<()> {
+    for file in ["source", "config", "tokenizer"] {
+        let Some(uri) = spec.pointer(&format!("/model/{file}/uri")).and_then(Value::as_str) else { continue };
+        if uri.ends_with(&format!("?{REDACTED}")) || uri.contains(&format!("://{REDACTED}@")) {
+            return Err(Error::Invalid(format!(
+                "spec.model.{file}.uri is an address as shown by a view, with its credentials redacted; \
+                 send the full address, or keep it in a Secret and name it in spec.model.{file}.uriFrom"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn views_never_show_a_signature_or_password() {
+        assert_eq!(
+            redacted_uri("https://store.example/m/model.safetensors?X-Amz-Signature=abc&X-Amz-Credential=k"),
+            "https://store.example/m/model.safetensors?redacted"
+        );
+        assert_eq!(
+            redacted_uri("https://u:pw@store.example/m/c.json#frag"),
+            "https://redacted@store.example/m/c.json?redacted"
+        );
+        assert_eq!(redacted_uri("https://store.example/a@b/c.json"), "https://store.example/a@b/c.json");
+        assert_eq!(redacted_uri("file:///models/m.safetensors"), "file:///models/m.safetensors");
+    }
+
+    #[test]
+    fn a_redacted_address_sent_back_is_refused_naming_the_field() {
+        let spec = serde_json::json!({"model": {"config": {"uri": "https://s.example/c.json?redacted"}}});
+        let Err(Error::Invalid(message)) = refuse_redacted_uris(&spec) else { panic!("accepted") };
+        assert!(message.contains("spec.model.config.uri"), "{message}");
+        let plain = serde_json::json!({"model": {"config": {"uri": "https://s.example/c.json?v=2"}}});
+        assert!(refuse_redacted_uris(&plain).is_ok());
+    }
 }
