@@ -47,6 +47,41 @@ pub enum Nodes {
 
 /// A running control plane, or one the tests attach to through a kubeconfig.
 /// Dropping it stops every process it started and removes its files.
+/// The API server's audit log, in the control plane's directory.
+const AUDIT_LOG: &str = "audit.log";
+
+/// Writes only, once each (when answered), without bodies: enough to count
+/// who writes what, small enough for benchmarks with thousands of objects.
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+  - level: Metadata
+    verbs: [create, update, patch, delete, deletecollection]
+  - level: None
+";
+
+/// One write request as the API server's audit log records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditedWrite {
+    /// Who authenticated (`kubernetes-admin`, a ServiceAccount, ...).
+    pub user: String,
+    /// Whom they acted as, when impersonating (how tests act as the operator).
+    pub impersonated: String,
+    pub verb: String,
+    pub resource: String,
+    pub namespace: String,
+    pub name: String,
+    pub code: u64,
+}
+
+impl AuditedWrite {
+    /// The identity the request was authorised as.
+    pub fn acting_user(&self) -> &str {
+        if self.impersonated.is_empty() { &self.user } else { &self.impersonated }
+    }
+}
+
 #[derive(Debug)]
 pub struct ControlPlane {
     kubeconfig: PathBuf,
@@ -113,8 +148,15 @@ impl ControlPlane {
             Nodes::Real => GATEWAY.to_string(),
             Nodes::Kwok => "127.0.0.1".to_owned(),
         };
+        let audit_policy = root.join("audit-policy.yaml");
+        std::fs::write(&audit_policy, AUDIT_POLICY)
+            .map_err(|source| Error::Io { context: "writing the audit policy".into(), source })?;
         let mut apiserver = Command::new(bin.join("kube-apiserver"));
         apiserver.args([
+            format!("--audit-policy-file={}", audit_policy.display()),
+            format!("--audit-log-path={}", root.join(AUDIT_LOG).display()),
+            "--audit-log-format=json".to_owned(),
+            "--audit-log-maxsize=4096".to_owned(),
             format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
             format!("--bind-address={api_address}"),
             format!("--advertise-address={api_address}"),
@@ -261,6 +303,29 @@ impl ControlPlane {
             )));
         }
         Ok(())
+    }
+
+    /// Every write request the API server has answered so far (create,
+    /// update, patch, delete), from its audit log: who sent it, to what.
+    pub fn audited_writes(&self) -> Vec<AuditedWrite> {
+        let Some(dir) = &self._dir else { return Vec::new() };
+        let text = std::fs::read_to_string(dir.path().join(AUDIT_LOG)).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .map(|entry| {
+                let field =
+                    |pointer: &str| entry.pointer(pointer).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+                AuditedWrite {
+                    user: field("/user/username"),
+                    impersonated: field("/impersonatedUser/username"),
+                    verb: field("/verb"),
+                    resource: field("/objectRef/resource"),
+                    namespace: field("/objectRef/namespace"),
+                    name: field("/objectRef/name"),
+                    code: entry.pointer("/responseStatus/code").and_then(|v| v.as_u64()).unwrap_or_default(),
+                }
+            })
+            .collect()
     }
 
     /// Log of one component (`etcd`, `kube-apiserver`, ...), for diagnostics.
