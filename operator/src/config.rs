@@ -53,6 +53,16 @@ pub struct OperatorConfig {
     /// Model stores tenant pods may reach (egress NetworkPolicy of every tenant).
     #[serde(default)]
     pub model_stores: Vec<ModelStoreConfig>,
+    /// Seconds between checks of a converged Tenant, ±10 % so thousands of
+    /// them do not come due together. Changes made through the API server
+    /// wake the operator at once; only drift outside it (a schema dropped by
+    /// hand) waits for this check, which writes nothing when nothing drifted.
+    #[serde(default = "default_resync_seconds")]
+    pub resync_seconds: u64,
+}
+
+fn default_resync_seconds() -> u64 {
+    900
 }
 
 /// One place model weights are downloaded from.
@@ -111,6 +121,7 @@ impl Default for OperatorConfig {
             runtime_image: default_runtime_image(),
             runtime_wgpu_image: default_runtime_wgpu_image(),
             model_stores: Vec::new(),
+            resync_seconds: default_resync_seconds(),
         }
     }
 }

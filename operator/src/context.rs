@@ -11,6 +11,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use crate::config::OperatorConfig;
 use crate::database::DatabaseServer;
 use crate::metrics::Metrics;
+use crate::written::Written;
 
 /// Shared state of the controllers.
 #[derive(Clone)]
@@ -19,6 +20,9 @@ pub struct Context {
     pub config: OperatorConfig,
     pub recorder: Recorder,
     pub metrics: Metrics,
+    /// What the controllers last wrote to each child (skips no-op applies,
+    /// and filters the echoes of their own writes out of the watches).
+    pub written: std::sync::Arc<Written>,
     failures: std::sync::Arc<Mutex<HashMap<String, u32>>>,
     /// Admin connection pools per database server, rebuilt when credentials change.
     pools: std::sync::Arc<Mutex<HashMap<String, (DatabaseServer, sqlx::PgPool)>>>,
@@ -42,6 +46,7 @@ impl Context {
             client,
             config,
             metrics,
+            written: Default::default(),
             failures: Default::default(),
             pools: Default::default(),
         }
@@ -53,6 +58,13 @@ impl Context {
         let count = failures.entry(key.to_owned()).or_insert(0);
         *count = count.saturating_add(1);
         BACKOFF_MIN.saturating_mul(1 << (*count - 1).min(8)).min(BACKOFF_MAX)
+    }
+
+    /// When to look at a converged object again: the configured resync,
+    /// spread by ±10 %.
+    pub fn resync(&self) -> Duration {
+        let base = self.config.resync_seconds.max(1) as f64;
+        Duration::from_secs_f64(base * rand::random_range(0.9..1.1))
     }
 
     /// Forgets the failures of `key` after a success.

@@ -31,6 +31,8 @@ pub enum Error {
     NotATenantNamespace { namespace: String },
     #[error("invalid ModelDeployment: {0}")]
     InvalidModelDeployment(String),
+    #[error("could not encode {kind} {name} for the API server: {source}")]
+    Encode { kind: String, name: String, source: serde_json::Error },
 }
 
 impl Error {
@@ -48,12 +50,19 @@ impl Error {
             Error::Config(_) => "ConfigurationError",
             Error::NotATenantNamespace { .. } => "NotATenantNamespace",
             Error::InvalidModelDeployment(_) => "InvalidSpec",
+            Error::Encode { .. } => "EncodingError",
         }
     }
 
     /// Expected while things settle: retried quietly, without a Warning Event.
     pub fn is_transitional(&self) -> bool {
         matches!(self, Error::QuotaPending(_))
+    }
+
+    /// A write lost a race with another writer (HTTP 409): worth an
+    /// immediate retry with what is current.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Kube(kube::Error::Api(status)) if status.code == 409)
     }
 
     /// True when retrying cannot help until the user changes the spec (or

@@ -6,6 +6,7 @@
 //! ([`controllers::run`]). [`database`] holds the PostgreSQL side of
 //! a tenant; [`error::Error`] is the crate's one error type.
 
+pub mod apply;
 pub mod args;
 pub mod config;
 pub mod context;
@@ -18,3 +19,4 @@ pub mod metrics;
 pub mod model_deployment;
 pub mod telemetry;
 pub mod tenant;
+pub mod written;

@@ -93,9 +93,12 @@ pub struct TenantSchema {
 ///   verifier computed here (the plain password never reaches the server, its logs or
 ///   `pg_stat_statements`). An existing role is altered to exactly these attributes, which also
 ///   re-enables login after a [`retain_tenant_database`].
-/// * The password is set on every call. The Kubernetes Secret is the source of truth: the caller
-///   passes what it stored, so setting it again is a no-op for logins, repairs drift, and makes
-///   rotation "write a new Secret, reconcile". (A fresh salt each time means `pg_authid` changes.)
+/// * The password is set whenever the stored verifier was not made from it. The Kubernetes Secret
+///   is the source of truth: the caller passes what it stored, which repairs drift and makes
+///   rotation "write a new Secret, reconcile".
+/// * When everything already is as described here (one read-only query, see [`in_order`]), nothing
+///   is written at all. An admin that may not read `pg_authid` cannot check the password, so for
+///   it every call sets the password again (a write transaction per call).
 /// * The schema exists, is owned by the role, and nobody else (not `PUBLIC`, not a role the owner
 ///   shared it with) has rights on it, so no other tenant can use it. The role is a member of no
 ///   other role. Its `search_path` is its schema alone.
@@ -134,6 +137,12 @@ async fn ensure(
         // PostgreSQL would SASLprep a non-ASCII password before hashing; we do not, so refuse
         // rather than store a verifier the server's login check might not match.
         return Err(DatabaseError::InvalidLiteral { reason: "the password is not ASCII" });
+    }
+    // The steady state: one read-only query finds everything as it should
+    // be, and nothing is written (no transaction id, no catalog row, no
+    // lock), so an idle operator costs the server only that read.
+    if in_order(pool, owner, &ids, connection_limit, password).await? {
+        return Ok(TenantSchema { role: ids.role, schema: ids.schema });
     }
     let verifier = quote_literal(&scram::verifier(password))?;
     let (role, schema) = (&ids.quoted_role, &ids.quoted_schema);
@@ -180,6 +189,62 @@ async fn ensure(
 
     tx.commit().await.map_err(|e| DatabaseError::from_sqlx("committing", e))?;
     Ok(TenantSchema { role: ids.role, schema: ids.schema })
+}
+
+/// Whether the role and schema are exactly as [`ensure_tenant_database`]
+/// leaves them, read without writing anything. The password counts as in
+/// order only when the admin may read `pg_authid` (a superuser) and the
+/// stored verifier was made from `password`; otherwise it is set again.
+async fn in_order(
+    pool: &PgPool,
+    owner: &Ownership<'_>,
+    ids: &TenantIdentifiers,
+    connection_limit: i32,
+    password: &str,
+) -> Result<bool, DatabaseError> {
+    const IN_ORDER: &str = "
+        SELECT r.rolcanlogin AND NOT r.rolsuper AND NOT r.rolcreatedb AND NOT r.rolcreaterole
+               AND NOT r.rolreplication AND NOT r.rolbypassrls AND r.rolinherit
+               AND r.rolconnlimit = $3 AND r.rolvaliduntil = 'infinity'
+               AND shobj_description(r.oid, 'pg_authid') IS NOT DISTINCT FROM $4
+               AND NOT EXISTS (SELECT 1 FROM pg_auth_members m WHERE m.member = r.oid)
+               AND EXISTS (
+                   SELECT 1 FROM pg_namespace n
+                   WHERE n.nspname = $2 AND n.nspowner = r.oid
+                     AND obj_description(n.oid, 'pg_namespace') IS NOT DISTINCT FROM $4
+                     AND NOT EXISTS (
+                         SELECT 1 FROM aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+                         WHERE a.grantee <> n.nspowner))
+               AND EXISTS (
+                   SELECT 1 FROM pg_db_role_setting s
+                   WHERE s.setrole = r.oid AND s.setdatabase = 0
+                     AND s.setconfig = ARRAY['search_path=' || quote_ident($2)])
+               AND EXISTS (
+                   SELECT 1 FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+                   WHERE d.datname = current_database() AND a.grantee = r.oid AND a.privilege_type = 'CONNECT')
+               AND NOT EXISTS (
+                   SELECT 1 FROM pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+                   WHERE n.nspname = 'public'
+                     AND ((a.grantee = 0 AND a.privilege_type = 'CREATE') OR a.grantee = r.oid)),
+               (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+        FROM pg_roles r WHERE r.rolname = $1";
+    let mut conn = pool.acquire().await.map_err(|e| DatabaseError::from_sqlx("connecting", e))?;
+    let found: Option<(bool, bool)> = sqlx::query_as(IN_ORDER)
+        .bind(&ids.role)
+        .bind(&ids.schema)
+        .bind(connection_limit)
+        .bind(marker(owner.uid))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| DatabaseError::from_sqlx("checking the role and schema", e))?;
+    let Some((true, true)) = found else { return Ok(false) };
+    let stored: Option<String> = sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
+        .bind(&ids.role)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| DatabaseError::from_sqlx("checking the password", e))?
+        .flatten();
+    Ok(stored.is_some_and(|stored| scram::matches(&stored, password)))
 }
 
 /// The tenant's role and schema as found: `None` when absent, else the

@@ -35,6 +35,20 @@ pub fn verifier(password: &str) -> String {
     verifier_with_salt(password.as_bytes(), &salt, ITERATIONS)
 }
 
+/// Whether `stored` (a verifier as PostgreSQL keeps it) was made from
+/// `password`: recomputed with its own salt and iteration count. Anything
+/// that is not a SCRAM-SHA-256 verifier does not match.
+pub fn matches(stored: &str, password: &str) -> bool {
+    let parse = || {
+        let rest = stored.strip_prefix("SCRAM-SHA-256$")?;
+        let (iterations_and_salt, _keys) = rest.split_once('$')?;
+        let (iterations, salt) = iterations_and_salt.split_once(':')?;
+        let iterations: u32 = iterations.parse().ok().filter(|i| (1..=10_000_000).contains(i))?;
+        Some((iterations, STANDARD.decode(salt).ok()?))
+    };
+    parse().is_some_and(|(iterations, salt)| verifier_with_salt(password.as_bytes(), &salt, iterations) == stored)
+}
+
 fn verifier_with_salt(password: &[u8], salt: &[u8], iterations: u32) -> String {
     let salted = pbkdf2_sha256(password, salt, iterations);
     let client_key = hmac_sha256(&salted, b"Client Key");
@@ -115,5 +129,14 @@ mod tests {
         assert!(a.starts_with("SCRAM-SHA-256$4096:"), "{a}");
         assert_ne!(a, b, "each verifier gets its own salt");
         assert!(!a.contains("pencil"));
+    }
+
+    #[test]
+    fn a_verifier_matches_its_password_only() {
+        let stored = verifier("pencil");
+        assert!(matches(&stored, "pencil"));
+        assert!(!matches(&stored, "pencil2"));
+        assert!(!matches("md5abcdef", "pencil"));
+        assert!(!matches("SCRAM-SHA-256$x:y$z", "pencil"));
     }
 }

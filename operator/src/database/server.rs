@@ -16,9 +16,10 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 /// Longest wait for a connection (including connecting) before a call fails as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Admin connections per server. DDL for one tenant runs in one transaction, and the advisory
-/// locks serialise tenants anyway at the shared ACL step, so a few are plenty.
-const MAX_ADMIN_CONNECTIONS: u32 = 4;
+/// Admin connections per server: one per concurrent reconcile (the operator's
+/// default `--concurrency`), so the read-only checks of a busy pass never
+/// queue for a connection. Writes still serialise at the shared-ACL lock.
+const MAX_ADMIN_CONNECTIONS: u32 = 16;
 
 fn default_port() -> u16 {
     5432

@@ -11,8 +11,8 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use super::build::ModelChildren;
+use crate::apply::apply_namespaced;
 use crate::error::Result;
-use crate::tenant::apply::apply_namespaced;
 
 /// Applies every child; returns the Deployment as the API server has it,
 /// whose status the ModelDeployment's status is computed from.

@@ -1,96 +1,96 @@
-//! Server-side apply of a Tenant's children with the operator's field
-//! manager. `force` takes fields back from anyone who edited them by hand,
-//! which is how hand edits get reverted.
+//! Applying a Tenant's children: the namespace first, then everything in it
+//! at once; the owners' RoleBindings only once the quota is enforced.
+//! Children nobody changed since the last apply are not sent again
+//! ([`crate::written`]).
 
-use k8s_openapi::NamespaceResourceScope;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use futures::future::try_join_all;
 use k8s_openapi::api::core::v1::ResourceQuota;
-use kube::api::{Api, Patch, PatchParams};
-use kube::{Client, Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
-use ember_crds::labels::FIELD_MANAGER_OPERATOR;
+use kube::api::Api;
+use kube::{Client, ResourceExt};
 
 use super::build::TenantChildren;
+use crate::apply::{apply_cluster_remembered, apply_namespaced_remembered, apply_namespaced_remembered_with};
+use crate::context::Context;
 use crate::error::{Error, Result};
-
-fn params() -> PatchParams {
-    PatchParams::apply(FIELD_MANAGER_OPERATOR).force()
-}
-
-/// Server-side applies one namespaced object with the operator's field
-/// manager; returns the object as the API server now has it.
-pub async fn apply_namespaced<K>(client: &Client, object: &K) -> Result<K>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + std::fmt::Debug,
-{
-    let namespace = object.namespace().unwrap_or_default();
-    let api: Api<K> = Api::namespaced(client.clone(), &namespace);
-    Ok(api.patch(&object.name_any(), &params(), &Patch::Apply(with_type_meta(object))).await?)
-}
-
-async fn apply_cluster<K>(client: &Client, object: &K) -> Result<()>
-where
-    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
-{
-    let api: Api<K> = Api::all(client.clone());
-    api.patch(&object.name_any(), &params(), &Patch::Apply(with_type_meta(object))).await?;
-    Ok(())
-}
-
-/// Server-side apply needs apiVersion and kind in the body; k8s-openapi
-/// types leave them to serialisation, so add them explicitly.
-fn with_type_meta<K: Resource<DynamicType = ()> + Serialize>(object: &K) -> serde_json::Value {
-    let mut value = serde_json::to_value(object).unwrap_or_default();
-    if let Some(map) = value.as_object_mut() {
-        map.insert("apiVersion".into(), K::api_version(&()).into());
-        map.insert("kind".into(), K::kind(&()).into());
-    }
-    value
-}
+use crate::written::live_fingerprint;
 
 /// Applies the namespace (first, everything else lives in it).
-pub async fn apply_namespace(client: &Client, children: &TenantChildren) -> Result<()> {
-    apply_cluster(client, &children.namespace).await
-}
-
-/// Applies everything inside the namespace plus the tenant's reader role.
-pub async fn apply_namespaced_children(client: &Client, children: &TenantChildren) -> Result<()> {
-    apply_namespaced(client, &children.quota).await?;
-    apply_namespaced(client, &children.limit_range).await?;
-    for policy in &children.network_policies {
-        apply_namespaced(client, policy).await?;
-    }
-    apply_namespaced(client, &children.service_account).await?;
-    for binding in &children.role_bindings {
-        apply_namespaced(client, binding).await?;
-    }
-    apply_cluster(client, &children.reader_role).await?;
-    apply_cluster(client, &children.reader_binding).await?;
+pub async fn apply_namespace(ctx: &Context, children: &TenantChildren) -> Result<()> {
+    apply_cluster_remembered(&ctx.client, &ctx.written, &children.namespace).await?;
     Ok(())
 }
 
-/// Fails with [`Error::QuotaPending`] until the controller-manager has
-/// computed the quota's status for every resource it limits. Until then the
-/// API server refuses every object the quota covers ("status unknown for
-/// quota"), so the tenant is not ready for its users yet.
-pub async fn ensure_quota_enforced(client: &Client, children: &TenantChildren) -> Result<()> {
-    let desired = &children.quota;
-    let api: Api<ResourceQuota> = Api::namespaced(client.clone(), &desired.namespace().unwrap_or_default());
-    let current = api.get(&desired.name_any()).await?;
-    let wanted = desired.spec.as_ref().and_then(|s| s.hard.as_ref());
-    // Admission needs `used` for every limited resource; for custom
-    // resources the quota controller fills it only after its discovery
-    // resync has found the CRD, which can take a while after install.
-    let known = current.status.as_ref().and_then(|s| s.used.as_ref());
-    let enforced = match (wanted, known) {
+/// Applies quota, limit range, policies, service account and the reader
+/// role concurrently. Returns the quota as the API server has it when it
+/// was sent (`None` when it was already in place).
+pub async fn apply_base_children(ctx: &Context, children: &TenantChildren) -> Result<Option<ResourceQuota>> {
+    let (client, written) = (&ctx.client, ctx.written.as_ref());
+    let policies =
+        try_join_all(children.network_policies.iter().map(|p| apply_namespaced_remembered(client, written, p)));
+    let (quota, ..) = tokio::try_join!(
+        apply_namespaced_remembered_with(client, written, &children.quota, quota_fingerprint),
+        apply_namespaced_remembered(client, written, &children.limit_range),
+        policies,
+        apply_namespaced_remembered(client, written, &children.service_account),
+        async {
+            apply_cluster_remembered(client, written, &children.reader_role).await?;
+            apply_cluster_remembered(client, written, &children.reader_binding).await
+        },
+    )?;
+    Ok(quota)
+}
+
+/// Binds the owners and members: only once the quota is enforced, so users
+/// never get into a namespace whose limits do not hold yet.
+pub async fn apply_role_bindings(ctx: &Context, children: &TenantChildren) -> Result<()> {
+    try_join_all(
+        children.role_bindings.iter().map(|binding| apply_namespaced_remembered(&ctx.client, &ctx.written, binding)),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A quota's live fingerprint also covers whether it is enforced, so the
+/// controller-manager's first status update wakes the Tenant (its quota
+/// gate) while later usage updates do not.
+pub fn quota_fingerprint(quota: &ResourceQuota) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    (live_fingerprint(quota), is_enforced(quota)).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// True once the controller-manager has computed `used` for every resource
+/// the quota limits. Until then the API server refuses every object the
+/// quota covers ("status unknown for quota"), so the tenant is not ready
+/// for its users yet. For custom resources it fills `used` only after its
+/// discovery resync has found the CRD, which can take a while after install.
+pub fn is_enforced(quota: &ResourceQuota) -> bool {
+    let wanted = quota.spec.as_ref().and_then(|s| s.hard.as_ref());
+    let known = quota.status.as_ref().and_then(|s| s.used.as_ref());
+    match (wanted, known) {
         (Some(wanted), Some(known)) => wanted.keys().all(|k| known.contains_key(k)),
         (None, _) => true,
         (Some(_), None) => false,
+    }
+}
+
+/// Fails with [`Error::QuotaPending`] until the quota is enforced. `applied`
+/// is the quota as this pass's apply returned it; without one (nothing was
+/// sent) it is read.
+pub async fn ensure_quota_enforced(
+    client: &Client,
+    children: &TenantChildren,
+    applied: Option<ResourceQuota>,
+) -> Result<()> {
+    let desired = &children.quota;
+    let current = match applied {
+        Some(quota) => quota,
+        None => {
+            let api: Api<ResourceQuota> = Api::namespaced(client.clone(), &desired.namespace().unwrap_or_default());
+            api.get(&desired.name_any()).await?
+        }
     };
-    if enforced { Ok(()) } else { Err(Error::QuotaPending(desired.name_any())) }
+    if is_enforced(&current) { Ok(()) } else { Err(Error::QuotaPending(desired.name_any())) }
 }

@@ -114,7 +114,7 @@ pub async fn ensure(tenant: &Tenant, config: &DatabaseServerConfig, ctx: &Contex
         data: Some(data),
         ..Default::default()
     };
-    super::apply::apply_namespaced(&ctx.client, &secret).await?;
+    crate::apply::apply_namespaced_remembered(&ctx.client, &ctx.written, &secret).await?;
 
     let pool = ctx.database_pool(&server);
     database::ensure_tenant_database(

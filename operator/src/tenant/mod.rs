@@ -7,21 +7,25 @@ pub mod database;
 pub mod reconcile;
 pub mod status;
 
+use std::collections::HashSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use ember_crds::labels;
 use ember_crds::names::DATABASE_SECRET_NAME;
 use ember_crds::tenant::Tenant;
-use futures::StreamExt;
+use futures::{Stream, StreamExt, TryStreamExt, future};
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
-use kube::{Api, Resource};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 
 use crate::context::Context;
+use crate::written::{ChildKey, Written, live_fingerprint};
 
 /// Runs the Tenant controller until `shutdown` resolves.
 pub async fn run(
@@ -34,27 +38,43 @@ pub async fn run(
     // Secrets would otherwise fill the operator's memory.
     let ours =
         watcher::Config::default().labels(&format!("{}={}", labels::APP_MANAGED_BY, labels::MANAGED_BY_OPERATOR));
+    // Children wake their Tenant only when someone else changed them: the
+    // echoes of the operator's own applies, and status updates (the
+    // quota's usage), are filtered out by `changed_by_others`.
     // Namespaced children are mapped to their Tenant by hand: `owns` would
     // key the request with the child's namespace, which for a cluster-scoped
     // owner is a different scheduling key than the Tenant's own, and the
     // controller would then run two reconciles of one Tenant at once (seen:
     // a converge re-creating a schema the cleanup had just dropped).
-    Controller::new(Api::<Tenant>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Namespace>::all(client.clone()), ours.clone())
-        .watches(Api::<ResourceQuota>::all(client.clone()), ours.clone(), owning_tenant)
-        .watches(Api::<LimitRange>::all(client.clone()), ours.clone(), owning_tenant)
-        .watches(Api::<NetworkPolicy>::all(client.clone()), ours.clone(), owning_tenant)
-        .watches(Api::<ServiceAccount>::all(client.clone()), ours.clone(), owning_tenant)
-        .watches(Api::<RoleBinding>::all(client.clone()), ours.clone(), owning_tenant)
+    let written = ctx.written.clone();
+    let w = &written;
+    let (store, writer) = reflector::store();
+    let tenants = reflector::reflector(writer, watcher(Api::<Tenant>::all(client.clone()), watcher::Config::default()))
+        .applied_objects()
+        .predicate_filter(tenant_change, Default::default());
+    Controller::for_stream(tenants, store)
+        .watches_stream(changed_by_others::<Namespace>(&client, ours.clone(), w, live_fingerprint), owning_tenant)
+        .watches_stream(
+            changed_by_others(&client, ours.clone(), w, apply::quota_fingerprint),
+            owning_tenant::<ResourceQuota>,
+        )
+        .watches_stream(changed_by_others(&client, ours.clone(), w, live_fingerprint), owning_tenant::<LimitRange>)
+        .watches_stream(changed_by_others(&client, ours.clone(), w, live_fingerprint), owning_tenant::<NetworkPolicy>)
+        .watches_stream(changed_by_others(&client, ours.clone(), w, live_fingerprint), owning_tenant::<ServiceAccount>)
+        .watches_stream(changed_by_others(&client, ours.clone(), w, live_fingerprint), owning_tenant::<RoleBinding>)
         // By name too: the operator may read no other Secret (its RBAC names
         // this one), so a cluster-wide watch must ask for exactly it.
-        .watches(
-            Api::<Secret>::all(client.clone()),
-            ours.clone().fields(&format!("metadata.name={DATABASE_SECRET_NAME}")),
-            owning_tenant,
+        .watches_stream(
+            changed_by_others(
+                &client,
+                ours.clone().fields(&format!("metadata.name={DATABASE_SECRET_NAME}")),
+                w,
+                live_fingerprint,
+            ),
+            owning_tenant::<Secret>,
         )
-        .owns(Api::<ClusterRole>::all(client.clone()), ours.clone())
-        .owns(Api::<ClusterRoleBinding>::all(client.clone()), ours)
+        .watches_stream(changed_by_others::<ClusterRole>(&client, ours.clone(), w, live_fingerprint), owning_tenant)
+        .watches_stream(changed_by_others::<ClusterRoleBinding>(&client, ours, w, live_fingerprint), owning_tenant)
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
@@ -66,7 +86,60 @@ pub async fn run(
         .await;
 }
 
-/// The Tenant that controls a namespaced child, as a cluster-scoped reference.
+/// What, of a Tenant, calls for a pass: its spec (the generation, which
+/// deletion bumps too) and the platform admin's adoption annotation. Status
+/// writes and the finalizer — the operator's own — do not.
+fn tenant_change(tenant: &Tenant) -> Option<u64> {
+    let mut hasher = DefaultHasher::new();
+    tenant.meta().generation.hash(&mut hasher);
+    tenant.meta().deletion_timestamp.is_some().hash(&mut hasher);
+    tenant.annotations().get(labels::ADOPT_DATABASE).hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// Watch events of one child kind that someone other than the operator
+/// caused ([`Written::observe`]); deletions always.
+fn changed_by_others<K>(
+    client: &kube::Client,
+    config: watcher::Config,
+    written: &Arc<Written>,
+    fingerprint: fn(&K) -> u64,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let written = written.clone();
+    // Keys shown by a relist in progress, to forget what it no longer shows.
+    let mut relisted: Option<HashSet<ChildKey>> = None;
+    watcher(Api::<K>::all(client.clone()), config).default_backoff().try_filter_map(move |event| {
+        let wake = match event {
+            watcher::Event::Init => {
+                relisted = Some(HashSet::new());
+                None
+            }
+            watcher::Event::InitApply(child) => {
+                let key = ChildKey::of(&child);
+                let wake = written.observe(&key, fingerprint(&child));
+                relisted.get_or_insert_default().insert(key);
+                wake.then_some(child)
+            }
+            watcher::Event::InitDone => {
+                written.forget_unseen(&K::kind(&()), &relisted.take().unwrap_or_default());
+                None
+            }
+            watcher::Event::Apply(child) => {
+                written.observe(&ChildKey::of(&child), fingerprint(&child)).then_some(child)
+            }
+            watcher::Event::Delete(child) => {
+                written.forget(&ChildKey::of(&child));
+                Some(child)
+            }
+        };
+        future::ready(Ok(wake))
+    })
+}
+
+/// The Tenant that controls a child, as a cluster-scoped reference.
 fn owning_tenant<K: Resource>(child: K) -> Option<ObjectRef<Tenant>> {
     child
         .meta()

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ember_crds::conditions::{find_condition, types};
 use ember_crds::labels::TENANT_FINALIZER;
 use ember_crds::names::namespace_for;
 use ember_crds::tenant::{Tenant, TenantStatus};
@@ -24,9 +25,14 @@ use crate::error::{Error, Result};
 /// Name of this controller in metrics and logs.
 pub const CONTROLLER: &str = "tenant";
 
-/// How often a converged Tenant is checked again (drift from outside the
-/// API server, e.g. a dropped database schema, is only seen this way).
-const RESYNC: Duration = Duration::from_secs(300);
+/// How long a Tenant waits for its quota's first status before looking
+/// again; the quota's watch event normally wakes it first.
+const QUOTA_FALLBACK: Duration = Duration::from_secs(30);
+/// Retry after a write lost a race (409): at once, with what is current.
+const CONFLICT_RETRY: Duration = Duration::from_millis(100);
+/// A Tenant that needs a change by a person is looked at again this often
+/// anyway, in case the platform configuration changed.
+const STALLED_RECHECK: Duration = Duration::from_secs(300);
 
 /// Entry point called by the controller runtime.
 #[instrument(skip_all, fields(tenant = %tenant.name_any()))]
@@ -57,9 +63,10 @@ async fn reconcile_lifecycle(tenant: Arc<Tenant>, ctx: &Context) -> Result<Actio
     if !has_finalizer {
         let mut finalizers = tenant.finalizers().to_vec();
         finalizers.push(TENANT_FINALIZER.to_owned());
-        // The patch triggers the next reconciliation, which does the work.
+        // Then on in the same pass: the watch ignores this change (only the
+        // generation and the adoption annotation wake a Tenant), so a new
+        // Tenant is converged by one pass.
         set_finalizers(ctx, &tenant, finalizers).await?;
-        return Ok(Action::await_change());
     }
     converge(&tenant, ctx).await
 }
@@ -79,13 +86,17 @@ async fn set_finalizers(ctx: &Context, tenant: &Tenant, finalizers: Vec<String>)
 pub fn error_policy(tenant: Arc<Tenant>, error: &Error, ctx: Arc<Context>) -> Action {
     if error.is_transitional() {
         tracing::debug!(tenant = %tenant.name_any(), %error, "waiting");
-        return Action::requeue(Duration::from_secs(1));
+        return Action::requeue(QUOTA_FALLBACK);
+    }
+    if error.is_conflict() {
+        tracing::debug!(tenant = %tenant.name_any(), %error, "lost a write race; again at once");
+        return Action::requeue(CONFLICT_RETRY);
     }
     warn!(tenant = %tenant.name_any(), category = error.category(), %error, "reconcile failed");
     if error.needs_user_action() {
         // A spec change triggers a new reconcile; check now and then anyway
         // in case the platform configuration changed.
-        Action::requeue(RESYNC)
+        Action::requeue(STALLED_RECHECK)
     } else {
         Action::requeue(ctx.backoff(&tenant.name_any()))
     }
@@ -114,7 +125,7 @@ async fn converge(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     match result {
         Ok(()) => {
             ctx.reset_backoff(&name);
-            Ok(Action::requeue(RESYNC))
+            Ok(Action::requeue(ctx.resync()))
         }
         Err(step) => Err(step.into_error()),
     }
@@ -135,6 +146,9 @@ impl Step {
     }
 }
 
+/// The namespace first; then its children and the database part side by
+/// side. The database does not wait for the quota: it needs neither the
+/// quota nor anything the quota covers.
 async fn converge_steps(tenant: &Tenant, ctx: &Context, observed: &mut Observed) -> Result<(), Step> {
     let name = tenant.name_any();
     let placement = database::placement(tenant, ctx).map_err(Step::Database);
@@ -143,15 +157,30 @@ async fn converge_steps(tenant: &Tenant, ctx: &Context, observed: &mut Observed)
     let children = desired_children(tenant, &ctx.config.platform_namespace, egress).map_err(Step::Namespace)?;
 
     ensure_namespace_is_ours(tenant, ctx).await.map_err(Step::Namespace)?;
-    apply::apply_namespace(&ctx.client, &children).await.map_err(Step::Namespace)?;
+    apply::apply_namespace(ctx, &children).await.map_err(Step::Namespace)?;
     observed.namespace = Some(namespace_for(&name));
 
-    apply::apply_namespaced_children(&ctx.client, &children).await.map_err(Step::Children)?;
-    apply::ensure_quota_enforced(&ctx.client, &children).await.map_err(Step::Children)?;
-
-    let server = placement?;
-    observed.database = Some(database::ensure(tenant, &server, ctx).await.map_err(Step::Database)?);
-    Ok(())
+    let quota_was_enforced = tenant
+        .status
+        .as_ref()
+        .is_some_and(|s| find_condition(&s.conditions, types::QUOTA_READY).is_some_and(|c| c.status == "True"));
+    let kubernetes = async {
+        let applied_quota = apply::apply_base_children(ctx, &children).await?;
+        if applied_quota.is_some() || !quota_was_enforced {
+            apply::ensure_quota_enforced(&ctx.client, &children, applied_quota).await?;
+        }
+        apply::apply_role_bindings(ctx, &children).await
+    };
+    let database = async {
+        let server = placement?;
+        database::ensure(tenant, &server, ctx).await.map_err(Step::Database)
+    };
+    let (kubernetes, database) = tokio::join!(kubernetes, database);
+    if let Ok(placed) = &database {
+        observed.database = Some(placed.clone());
+    }
+    kubernetes.map_err(Step::Children)?;
+    database.map(drop)
 }
 
 /// Refuses to touch a namespace of the tenant's name that is not ours.

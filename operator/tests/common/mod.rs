@@ -87,6 +87,8 @@ pub async fn database_server(admin: &Client, name: &str, postgres: &Postgres) ->
 
 /// The operator's controllers (Tenant and ModelDeployment), running until dropped.
 pub struct RunningOperator {
+    /// The controllers' metrics (reconciles, failures).
+    pub metrics: Metrics,
     stop: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -103,7 +105,8 @@ impl RunningOperator {
 
     /// The controllers with `config`, acting through `client`.
     pub fn start_with(client: Client, config: OperatorConfig) -> Self {
-        let ctx = Arc::new(Context::new(client, config, Metrics::default()));
+        let metrics = Metrics::default();
+        let ctx = Arc::new(Context::new(client, config, metrics.clone()));
         let (stop, mut stop_rx) = watch::channel(false);
         let shutdown = async move {
             while !*stop_rx.borrow() {
@@ -113,7 +116,7 @@ impl RunningOperator {
             }
         };
         let task = tokio::spawn(ember_operator::controllers::run(ctx, 4, shutdown));
-        Self { stop, task: Some(task) }
+        Self { metrics, stop, task: Some(task) }
     }
 
     pub async fn stop(mut self) {

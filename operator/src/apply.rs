@@ -1,0 +1,117 @@
+//! Server-side apply with the operator's field manager, for both
+//! controllers. `force` takes fields back from anyone who edited them by
+//! hand, which is how hand edits get reverted.
+//!
+//! The `*_remembered` forms consult [`Written`]: a child whose desired body
+//! was applied before, and that nobody changed since, is not sent again —
+//! an idle operator writes nothing.
+
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use ember_crds::labels::FIELD_MANAGER_OPERATOR;
+
+use crate::error::{Error, Result};
+use crate::written::{ChildKey, Written, live_fingerprint, sent_fingerprint};
+
+fn params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER_OPERATOR).force()
+}
+
+/// The apply body: the object with the apiVersion and kind server-side
+/// apply needs (k8s-openapi types leave them to serialisation). An object
+/// that cannot be encoded is an error, never an empty body.
+fn body<K: Resource<DynamicType = ()> + Serialize>(object: &K) -> Result<Value> {
+    let encode_error = |source| Error::Encode { kind: K::kind(&()).into_owned(), name: object.name_any(), source };
+    let mut value = serde_json::to_value(object).map_err(encode_error)?;
+    let Some(fields) = value.as_object_mut() else {
+        return Err(encode_error(serde::ser::Error::custom("not a JSON object")));
+    };
+    fields.insert("apiVersion".into(), K::api_version(&()).into());
+    fields.insert("kind".into(), K::kind(&()).into());
+    Ok(value)
+}
+
+/// Applies one namespaced object; returns it as the API server now has it.
+pub async fn apply_namespaced<K>(client: &Client, object: &K) -> Result<K>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
+    Ok(api.patch(&object.name_any(), &params(), &Patch::Apply(body(object)?)).await?)
+}
+
+/// Applies one cluster-scoped object; returns it as the API server now has it.
+pub async fn apply_cluster<K>(client: &Client, object: &K) -> Result<K>
+where
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
+{
+    let api: Api<K> = Api::all(client.clone());
+    Ok(api.patch(&object.name_any(), &params(), &Patch::Apply(body(object)?)).await?)
+}
+
+/// [`apply_namespaced`] unless `written` shows it would change nothing.
+/// Returns the applied object, or `None` when nothing was sent.
+pub async fn apply_namespaced_remembered<K>(client: &Client, written: &Written, object: &K) -> Result<Option<K>>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    remembered(written, object, live_fingerprint, apply_namespaced(client, object)).await
+}
+
+/// [`apply_cluster`] unless `written` shows it would change nothing.
+pub async fn apply_cluster_remembered<K>(client: &Client, written: &Written, object: &K) -> Result<Option<K>>
+where
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
+{
+    remembered(written, object, live_fingerprint, apply_cluster(client, object)).await
+}
+
+/// Like [`apply_namespaced_remembered`], with the live fingerprint made by
+/// `live` (for children whose status matters to their owner).
+pub async fn apply_namespaced_remembered_with<K>(
+    client: &Client,
+    written: &Written,
+    object: &K,
+    live: fn(&K) -> u64,
+) -> Result<Option<K>>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    remembered(written, object, live, apply_namespaced(client, object)).await
+}
+
+async fn remembered<K>(
+    written: &Written,
+    object: &K,
+    live: fn(&K) -> u64,
+    apply: impl Future<Output = Result<K>>,
+) -> Result<Option<K>>
+where
+    K: Resource<DynamicType = ()> + Serialize,
+{
+    let key = ChildKey::of(object);
+    let sent = sent_fingerprint(&body(object)?);
+    if written.is_current(&key, sent) {
+        return Ok(None);
+    }
+    let applied = apply.await?;
+    written.record(key, sent, live(&applied));
+    Ok(Some(applied))
+}

@@ -1,0 +1,208 @@
+//! What the operator last wrote to each child object, so that a pass skips
+//! applies that would change nothing, and a child's watch event wakes its
+//! owner only when someone else changed the child.
+//!
+//! Each entry holds two fingerprints: of the body the operator sent (the
+//! desired object) and of the object as the API server returned it, without
+//! the parts that change by themselves (status, resourceVersion,
+//! managedFields). A pass whose desired body has the recorded sent
+//! fingerprint, for a child nobody changed since, has nothing to write. A
+//! watch event whose live fingerprint equals the recorded one is the echo of
+//! the operator's own write (or a status update nobody needs to act on) and
+//! wakes nothing; any other event forgets the entry and wakes the owner, who
+//! then applies again — which is how a hand edit is reverted within moments.
+//!
+//! Kept in memory only: after a restart (or a leader change) every child is
+//! applied once more, and from then on an idle operator writes nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Mutex;
+
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde_json::Value;
+
+/// One child object, by kind, namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ChildKey {
+    kind: String,
+    namespace: Option<String>,
+    name: String,
+}
+
+impl ChildKey {
+    pub fn of<K: Resource<DynamicType = ()>>(object: &K) -> Self {
+        Self { kind: K::kind(&()).into_owned(), namespace: object.namespace(), name: object.name_any() }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    sent: u64,
+    live: u64,
+}
+
+/// The operator's memory of its own writes (see the module docs).
+#[derive(Debug, Default)]
+pub struct Written {
+    entries: Mutex<HashMap<ChildKey, Entry>>,
+}
+
+impl Written {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<ChildKey, Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True when `sent` is what was last applied to the child and nobody has
+    /// changed the child since: applying it again would change nothing.
+    pub fn is_current(&self, key: &ChildKey, sent: u64) -> bool {
+        self.entries().get(key).is_some_and(|entry| entry.sent == sent)
+    }
+
+    /// Remembers a successful apply: what was sent and what the server made of it.
+    pub fn record(&self, key: ChildKey, sent: u64, live: u64) {
+        self.entries().insert(key, Entry { sent, live });
+    }
+
+    /// A watch event showing the child as `live`: true when the owner must
+    /// look again (the child changed from what the operator wrote, or the
+    /// operator has no record of it).
+    pub fn observe(&self, key: &ChildKey, live: u64) -> bool {
+        let mut entries = self.entries();
+        match entries.get(key) {
+            Some(entry) if entry.live == live => false,
+            Some(_) => {
+                entries.remove(key);
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// The child is gone (or must be applied again whatever it looks like).
+    pub fn forget(&self, key: &ChildKey) {
+        self.entries().remove(key);
+    }
+
+    /// After a relist of `kind` (a watch that had to start over): forgets
+    /// the children of that kind the relist did not show. They were deleted
+    /// while the watch was down, so no Delete event came; remembering them
+    /// would keep a recreated child from ever being applied.
+    pub fn forget_unseen(&self, kind: &str, seen: &HashSet<ChildKey>) {
+        self.entries().retain(|key, _| key.kind != kind || seen.contains(key));
+    }
+
+    /// How many children are remembered.
+    pub fn len(&self) -> usize {
+        self.entries().len()
+    }
+
+    /// True when nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Fingerprint of a body to send.
+pub fn sent_fingerprint(body: &Value) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    hash_value(body, &mut hasher);
+    hasher.finish()
+}
+
+/// Fingerprint of an object as the API server has it, leaving out what
+/// changes without anyone editing the object.
+pub fn live_fingerprint<K: Serialize>(object: &K) -> u64 {
+    let mut value = serde_json::to_value(object).unwrap_or(Value::Null);
+    if let Some(fields) = value.as_object_mut() {
+        fields.remove("status");
+        if let Some(Value::Object(metadata)) = fields.get_mut("metadata") {
+            for volatile in ["resourceVersion", "managedFields", "generation", "creationTimestamp"] {
+                metadata.remove(volatile);
+            }
+        }
+    }
+    sent_fingerprint(&value)
+}
+
+/// Hashes JSON with object keys in sorted order, whatever order the map keeps.
+fn hash_value(value: &Value, hasher: &mut DefaultHasher) {
+    match value {
+        Value::Null => 0u8.hash(hasher),
+        Value::Bool(b) => (1u8, b).hash(hasher),
+        Value::Number(n) => (2u8, n.to_string()).hash(hasher),
+        Value::String(s) => (3u8, s).hash(hasher),
+        Value::Array(items) => {
+            (4u8, items.len()).hash(hasher);
+            items.iter().for_each(|item| hash_value(item, hasher));
+        }
+        Value::Object(fields) => {
+            (5u8, fields.len()).hash(hasher);
+            let mut keys: Vec<&String> = fields.keys().collect();
+            keys.sort();
+            for key in keys {
+                key.hash(hasher);
+                hash_value(&fields[key], hasher);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    fn config_map(data: &str, resource_version: &str) -> ConfigMap {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "c", "namespace": "n", "resourceVersion": resource_version},
+            "data": {"k": data},
+        }))
+        .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_echo_of_our_own_write_wakes_nothing_and_a_hand_edit_does() {
+        let written = Written::default();
+        let ours = config_map("a", "1");
+        let key = ChildKey::of(&ours);
+        assert!(written.observe(&key, live_fingerprint(&ours)), "unknown children wake their owner");
+        written.record(key.clone(), 7, live_fingerprint(&ours));
+        assert!(written.is_current(&key, 7));
+        assert!(!written.is_current(&key, 8), "a different desired body is applied");
+
+        // The same content at a later resourceVersion (a status change, a relist).
+        assert!(!written.observe(&key, live_fingerprint(&config_map("a", "2"))));
+        assert!(written.is_current(&key, 7));
+
+        assert!(written.observe(&key, live_fingerprint(&config_map("edited", "3"))));
+        assert!(!written.is_current(&key, 7), "after a hand edit the next pass applies again");
+    }
+
+    #[test]
+    fn a_relist_forgets_children_deleted_while_the_watch_was_down() {
+        let written = Written::default();
+        let (kept, gone) = (config_map("a", "1"), {
+            let mut c = config_map("b", "1");
+            c.metadata.name = Some("gone".into());
+            c
+        });
+        written.record(ChildKey::of(&kept), 1, 1);
+        written.record(ChildKey::of(&gone), 2, 2);
+        written.forget_unseen("ConfigMap", &HashSet::from([ChildKey::of(&kept)]));
+        assert!(written.is_current(&ChildKey::of(&kept), 1));
+        assert!(!written.is_current(&ChildKey::of(&gone), 2));
+        written.forget_unseen("Secret", &HashSet::new());
+        assert_eq!(written.len(), 1, "other kinds are left alone");
+    }
+
+    #[test]
+    fn fingerprints_ignore_key_order() {
+        let a: Value = serde_json::from_str(r#"{"a": 1, "b": {"c": [1, 2], "d": null}}"#).unwrap_or_default();
+        let b: Value = serde_json::from_str(r#"{"b": {"d": null, "c": [1, 2]}, "a": 1}"#).unwrap_or_default();
+        assert_eq!(sent_fingerprint(&a), sent_fingerprint(&b));
+        let c: Value = serde_json::from_str(r#"{"b": {"d": null, "c": [2, 1]}, "a": 1}"#).unwrap_or_default();
+        assert_ne!(sent_fingerprint(&a), sent_fingerprint(&c));
+    }
+}
