@@ -1,7 +1,8 @@
-//! An operator with nothing to do does nothing: once its Tenants are Ready
-//! it sends the API server no write and PostgreSQL no write transaction,
-//! while its resync passes keep checking every Tenant; and a child someone
-//! edits by hand is put back from its watch event, not by a resync.
+//! An operator with nothing to do does nothing: once its Tenants and
+//! ModelDeployments (on kwok nodes) are Ready it sends the API server no
+//! write and PostgreSQL no write transaction, while its resync passes keep
+//! checking every one of them; and a child someone edits by hand is put back
+//! from its watch event, not by a resync.
 //!
 //! Writes are counted by the API server itself (its audit log, by acting
 //! user) and by PostgreSQL (the next transaction id, which only write
@@ -13,6 +14,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use ember_crds::model_deployment::ModelDeployment;
 use ember_crds::tenant::Tenant;
 use ember_operator::config::OperatorConfig;
 use ember_operator::metrics::ControllerLabels;
@@ -51,6 +53,28 @@ async fn next_transaction_id(pg: &Postgres) -> i64 {
 
 fn tenant_passes(operator: &RunningOperator) -> u64 {
     operator.metrics.reconciles.get_or_create(&ControllerLabels { controller: "tenant" }).get()
+}
+
+fn model_passes(operator: &RunningOperator) -> u64 {
+    operator.metrics.reconciles.get_or_create(&ControllerLabels { controller: "model-deployment" }).get()
+}
+
+/// A small tabular model; `(min, max)` replicas, an autoscaler when they differ.
+fn model(name: &str, replicas: (i32, i32)) -> ModelDeployment {
+    serde_json::from_value(json!({
+        "apiVersion": "ember.dev/v1alpha1", "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": "tenant-idle-0"},
+        "spec": {
+            "model": {
+                "architecture": "mlp", "task": "regression",
+                "source": {"uri": "https://models.example/tabular/model.safetensors", "sha256": "a".repeat(64)},
+                "config": {"uri": "https://models.example/tabular/config.json", "sha256": "b".repeat(64)},
+            },
+            "resources": {"cpu": "100m", "memory": "128Mi"},
+            "replicas": {"min": replicas.0, "max": replicas.1},
+        },
+    }))
+    .unwrap()
 }
 
 /// Waits until the operator has sent no write for a few seconds: whatever
@@ -96,6 +120,13 @@ async fn an_idle_operator_writes_nothing_and_still_heals_drift() {
     for name in tenant_names() {
         wait_for_tenant(&admin, &name, &format!("{name} Ready"), is_ready).await;
     }
+    let mds: Api<ModelDeployment> = Api::namespaced(admin.clone(), "tenant-idle-0");
+    for (name, replicas) in [("fixed", (1, 1)), ("scaled", (1, 3))] {
+        mds.create(&PostParams::default(), &model(name, replicas)).await.unwrap();
+    }
+    for name in ["fixed", "scaled"] {
+        wait_for_md(&mds, name, &format!("{name} Ready"), md_ready).await;
+    }
     until_quiet(&cp).await;
     let passes_when_ready = tenant_passes(&operator);
     eprintln!("{TENANTS} Tenants Ready after {passes_when_ready} passes");
@@ -108,8 +139,8 @@ async fn an_idle_operator_writes_nothing_and_still_heals_drift() {
     // A fresh operator (nothing remembered) that resyncs every 2 s: once it
     // has looked at everything, its passes find nothing to do.
     let operator = RunningOperator::start_with(operator_client_of(&cp).await, config(2));
-    poll::until_async("every Tenant looked at twice", Duration::from_secs(60), async || {
-        Ok((tenant_passes(&operator) >= 2 * TENANTS as u64).then_some(()))
+    poll::until_async("everything looked at twice", Duration::from_secs(60), async || {
+        Ok((tenant_passes(&operator) >= 2 * TENANTS as u64 && model_passes(&operator) >= 4).then_some(()))
     })
     .await
     .unwrap();
@@ -120,15 +151,19 @@ async fn an_idle_operator_writes_nothing_and_still_heals_drift() {
     sqlx::raw_sql("ALTER SYSTEM SET autovacuum = off").execute(&mut conn).await.unwrap();
     sqlx::raw_sql("SELECT pg_reload_conf()").execute(&mut conn).await.unwrap();
 
-    let (writes, transaction, passes) =
-        (operator_writes(&cp), next_transaction_id(&pg).await, tenant_passes(&operator));
+    let (writes, transaction) = (operator_writes(&cp), next_transaction_id(&pg).await);
+    let (passes, model_passes_before) = (tenant_passes(&operator), model_passes(&operator));
     tokio::time::sleep(IDLE_WINDOW).await; // an observation window, not a wait for something
     let new_writes = operator_writes(&cp).split_off(writes.len());
     let new_passes = tenant_passes(&operator) - passes;
+    let new_model_passes = model_passes(&operator) - model_passes_before;
     assert!(new_passes >= 4 * TENANTS as u64, "only {new_passes} passes in {IDLE_WINDOW:?}: the window proves nothing");
+    assert!(new_model_passes >= 8, "only {new_model_passes} ModelDeployment passes in {IDLE_WINDOW:?}");
     assert_eq!(new_writes, Vec::<String>::new(), "writes of an idle operator over {new_passes} passes");
     assert_eq!(next_transaction_id(&pg).await, transaction, "PostgreSQL write transactions while idle");
-    eprintln!("idle for {IDLE_WINDOW:?}: {new_passes} passes, 0 writes, 0 write transactions");
+    eprintln!(
+        "idle for {IDLE_WINDOW:?}: {new_passes} Tenant and {new_model_passes} ModelDeployment passes, 0 writes, 0 write transactions"
+    );
     operator.stop().await;
 }
 

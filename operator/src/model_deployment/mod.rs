@@ -12,13 +12,18 @@
 //! a crash, an OOM kill or a failed checksum shows in `Ready` within a
 //! kubelet status update instead of at the rollout deadline.
 //!
-//! Tenants are watched, not polled: a Tenant event (created, suspended,
-//! resumed, deleted) is mapped to the ModelDeployments in its namespace,
-//! read from this controller's own cache, so suspension takes effect within
-//! a watch round trip and a ModelDeployment applied before its Tenant is
-//! served as soon as the Tenant appears. The mapping scans the cached
-//! ModelDeployments (O(n) per Tenant event); Tenant events are rare (spec
-//! changes and status transitions only), so this is cheaper than an index.
+//! Tenants are watched, not polled: a Tenant event that matters to serving
+//! (created, suspended, resumed, deleted, set up) is mapped to the
+//! ModelDeployments in its namespace, read from this controller's own
+//! cache, so suspension takes effect within a watch round trip and a
+//! ModelDeployment applied before its Tenant is served as soon as the Tenant
+//! is ready for it. The mapping scans the cached ModelDeployments (O(n) per
+//! such event); those events are rare, so this is cheaper than an index.
+//!
+//! Passes read from caches (the Tenant, the Deployment, autoscalers and
+//! budgets) and skip children applied before and unchanged since
+//! ([`crate::written`]), so a converged ModelDeployment's resync writes
+//! nothing.
 
 pub mod apply;
 pub mod build;
@@ -27,23 +32,54 @@ pub mod reconcile;
 pub mod status;
 pub mod tenancy;
 
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::ops::Deref;
 use std::sync::Arc;
 
+use ember_crds::conditions::{find_condition, types};
 use ember_crds::labels;
 use ember_crds::model_deployment::ModelDeployment;
 use ember_crds::names::namespace_for;
 use ember_crds::tenant::Tenant;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
-use kube::{Api, ResourceExt};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::context::Context;
+use crate::written::{ChildKey, Written, live_fingerprint};
+
+/// The shared context plus this controller's caches, which spare a pass
+/// the live reads it would otherwise make (the Tenant, the Deployment's
+/// status, whether an autoscaler or budget exists).
+pub struct ModelContext {
+    pub shared: Arc<Context>,
+    pub tenants: Store<Tenant>,
+    pub deployments: Store<Deployment>,
+    pub autoscalers: Store<HorizontalPodAutoscaler>,
+    pub budgets: Store<PodDisruptionBudget>,
+}
+
+impl std::fmt::Debug for ModelContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelContext").field("shared", &self.shared).finish_non_exhaustive()
+    }
+}
+
+impl Deref for ModelContext {
+    type Target = Context;
+
+    fn deref(&self) -> &Context {
+        &self.shared
+    }
+}
 
 /// Runs the ModelDeployment controller until `shutdown` resolves.
 pub async fn run(
@@ -57,25 +93,77 @@ pub async fn run(
         watcher::Config::default().labels(&format!("{}={}", labels::APP_MANAGED_BY, labels::MANAGED_BY_OPERATOR));
     let controller = Controller::new(Api::<ModelDeployment>::all(client.clone()), watcher::Config::default());
     let cache = controller.store();
+    let written = &ctx.written;
+    let (deployments, deployment_events) = cached::<Deployment>(&client, ours.clone(), written);
+    let (_, service_events) = cached::<Service>(&client, ours.clone(), written);
+    let (autoscalers, autoscaler_events) = cached::<HorizontalPodAutoscaler>(&client, ours.clone(), written);
+    let (budgets, budget_events) = cached::<PodDisruptionBudget>(&client, ours.clone(), written);
+    let (tenants, tenant_writer) = reflector::store();
+    // Of a Tenant, only what serving depends on wakes its ModelDeployments:
+    // not the Tenant controller's every status write.
+    let tenant_events =
+        reflector::reflector(tenant_writer, watcher(Api::<Tenant>::all(client.clone()), Default::default()))
+            .default_backoff()
+            .applied_objects()
+            .predicate_filter(serving_change, Default::default());
+    let context = Arc::new(ModelContext { shared: ctx, tenants, deployments, autoscalers, budgets });
     controller
-        .owns(Api::<Deployment>::all(client.clone()), ours.clone())
-        .owns(Api::<Service>::all(client.clone()), ours.clone())
-        .owns(Api::<HorizontalPodAutoscaler>::all(client.clone()), ours.clone())
-        .owns(Api::<PodDisruptionBudget>::all(client.clone()), ours.clone())
+        .owns_stream(deployment_events)
+        .owns_stream(service_events)
+        .owns_stream(autoscaler_events)
+        .owns_stream(budget_events)
         // Pod states tell why a model does not come up (see `pods`).
-        .watches(Api::<Pod>::all(client.clone()), ours, |pod| model_deployment_of(&pod))
-        .watches(Api::<Tenant>::all(client), watcher::Config::default(), move |tenant| {
-            model_deployments_of(&cache, &tenant)
-        })
+        .watches(Api::<Pod>::all(client), ours, |pod| model_deployment_of(&pod))
+        .watches_stream(tenant_events, move |tenant| model_deployments_of(&cache, &tenant))
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .run(reconcile::reconcile, reconcile::error_policy, context)
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "model deployment reconcile finished with an error");
             }
         })
         .await;
+}
+
+/// A cache of our children of one kind, and the stream of their changes
+/// (deletions included, so a deleted child is made again). Every change
+/// also goes through [`Written::observe`], so a child someone else changed
+/// is applied again by the pass it wakes.
+fn cached<K>(
+    client: &kube::Client,
+    config: watcher::Config,
+    written: &Arc<Written>,
+) -> (Store<K>, impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug + Send + Sync + 'static,
+{
+    let written = written.clone();
+    let (store, writer) = reflector::store();
+    let events = reflector::reflector(writer, watcher(Api::<K>::all(client.clone()), config))
+        .default_backoff()
+        .inspect_ok(move |event| match event {
+            watcher::Event::Apply(child) | watcher::Event::InitApply(child) => {
+                written.observe(&ChildKey::of(child), live_fingerprint(child));
+            }
+            watcher::Event::Delete(child) => written.forget(&ChildKey::of(child)),
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        })
+        .touched_objects();
+    (store, events)
+}
+
+/// What, of a Tenant, its ModelDeployments depend on: that it exists (its
+/// UID), is being deleted, is suspended, and is set up (its namespace and
+/// quota in place).
+fn serving_change(tenant: &Tenant) -> Option<u64> {
+    let mut hasher = DefaultHasher::new();
+    tenant.spec.suspended.hash(&mut hasher);
+    tenant.meta().deletion_timestamp.is_some().hash(&mut hasher);
+    let status = tenant.status.as_ref();
+    status.and_then(|s| s.namespace.as_deref()).hash(&mut hasher);
+    status.and_then(|s| find_condition(&s.conditions, types::QUOTA_READY)).map(|c| c.status.as_str()).hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// The ModelDeployment a model pod belongs to, from its labels.

@@ -18,17 +18,16 @@ use tracing::{info, instrument, warn};
 use super::build::{Serving, desired_children, endpoint, selector_labels};
 use super::pods::{PodFailure, failure_of};
 use super::status::{Outcome, Rollout, initial_status, next_status, rollout};
-use super::{apply, tenancy};
+use super::{ModelContext, apply, tenancy};
 use crate::context::Context;
 use crate::error::{Error, Result};
 
 /// Name of this controller in metrics and logs.
 pub const CONTROLLER: &str = "model-deployment";
 
-/// How often a converged ModelDeployment is checked again. Changes to its
-/// children and its Tenant arrive through watches; this only catches what
-/// a missed watch event would hide.
-const RESYNC: Duration = Duration::from_secs(300);
+/// A ModelDeployment that needs a change by a person is looked at again
+/// this often anyway (the fix may be elsewhere, e.g. its Tenant appearing).
+const STALLED_RECHECK: Duration = Duration::from_secs(300);
 
 /// Entry point called by the controller runtime.
 #[instrument(skip_all, fields(
@@ -36,7 +35,7 @@ const RESYNC: Duration = Duration::from_secs(300);
     model_deployment = %md.name_any(),
     tenant = tracing::field::Empty,
 ))]
-pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<ModelContext>) -> Result<Action> {
     let started = Instant::now();
     let result = converge(&md, &ctx).await;
     ctx.metrics.observe(CONTROLLER, started.elapsed(), result.as_ref().err().map(Error::category));
@@ -52,7 +51,7 @@ fn backoff_key(md: &ModelDeployment) -> String {
 /// Decides when to retry a failed reconciliation: a spec the user must fix
 /// waits for a change (with a slow recheck, since the fix may be elsewhere,
 /// e.g. the Tenant being created); anything else backs off exponentially.
-pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<ModelContext>) -> Action {
     warn!(
         namespace = %md.namespace().unwrap_or_default(),
         model_deployment = %md.name_any(),
@@ -61,13 +60,15 @@ pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) 
         "reconcile failed"
     );
     if error.needs_user_action() {
-        Action::requeue(RESYNC)
+        Action::requeue(STALLED_RECHECK)
+    } else if error.is_conflict() {
+        Action::requeue(Duration::from_millis(100))
     } else {
         Action::requeue(ctx.backoff(&backoff_key(md.as_ref())))
     }
 }
 
-async fn converge(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
+async fn converge(md: &ModelDeployment, ctx: &ModelContext) -> Result<Action> {
     // Children carry owner references; garbage collection removes them.
     if md.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
@@ -92,18 +93,19 @@ async fn converge(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     match result {
         Ok(_) => {
             ctx.reset_backoff(&backoff_key(md));
-            // The Deployment watch brings the next change of a rollout.
-            Ok(Action::requeue(RESYNC))
+            // The Deployment watch brings the next change of a rollout; the
+            // resync only catches what a missed watch event would hide.
+            Ok(Action::requeue(ctx.resync()))
         }
         Err(error) => Err(error),
     }
 }
 
-async fn converge_steps(md: &ModelDeployment, ctx: &Context) -> Result<(Serving, Deployment, Option<PodFailure>)> {
+async fn converge_steps(md: &ModelDeployment, ctx: &ModelContext) -> Result<(Serving, Deployment, Option<PodFailure>)> {
     let serving = tenancy::resolve(md, ctx).await?;
     tracing::Span::current().record("tenant", serving.tenant.as_str());
     let children = desired_children(md, &serving, &ctx.config)?;
-    let deployment = apply::apply_children(&ctx.client, &children).await?;
+    let deployment = apply::apply_children(ctx, &children).await?;
     let failure = match rollout(&deployment) {
         Rollout::Complete { .. } => None,
         _ => failure_of(&model_pods(ctx, md).await?),
