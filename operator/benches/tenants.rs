@@ -248,8 +248,11 @@ async fn baseline(client: &Client, prefix: &str, n: usize, concurrency: usize) -
                     policies,
                     apply_namespaced(&client, &children.service_account),
                     bindings,
-                    apply_cluster(&client, &children.reader_role),
-                    apply_cluster(&client, &children.reader_binding),
+                    // The binding's escalation check needs the role to exist.
+                    async {
+                        apply_cluster(&client, &children.reader_role).await?;
+                        apply_cluster(&client, &children.reader_binding).await
+                    },
                     apply_namespaced(&client, &secret),
                 )
                 .unwrap();
