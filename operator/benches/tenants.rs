@@ -9,7 +9,8 @@
 //! is reported). Then the latency table: with all those Tenants in place,
 //! one new Tenant every 2 s, create→Ready for each.
 //!
-//! `cargo bench --workspace --bench tenants -- 100 1000`
+//! `cargo bench --workspace --bench tenants -- 100 1000` (the operator runs
+//! with `--concurrency 16`; `EMBER_BENCH_OPERATOR_CONCURRENCY` changes it)
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
@@ -81,9 +82,11 @@ async fn main() {
     )
     .unwrap();
     let health = free_port().unwrap();
+    // `EMBER_BENCH_OPERATOR_CONCURRENCY` tries another `--concurrency`.
+    let operator_concurrency = std::env::var("EMBER_BENCH_OPERATOR_CONCURRENCY").unwrap_or_else(|_| "16".into());
     let mut operator = std::process::Command::new(env!("CARGO_BIN_EXE_ember-operator"))
         .env("KUBECONFIG", &kubeconfig)
-        .args(["--config", config.to_str().unwrap(), "--concurrency", "16", "--log-format", "text"])
+        .args(["--config", config.to_str().unwrap(), "--concurrency", &operator_concurrency, "--log-format", "text"])
         .arg("--health-addr")
         .arg(format!("127.0.0.1:{health}"))
         .stdout(std::process::Stdio::null())
