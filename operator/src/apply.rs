@@ -45,8 +45,7 @@ where
         + Clone
         + std::fmt::Debug,
 {
-    let api: Api<K> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
-    Ok(api.patch(&object.name_any(), &params(), &Patch::Apply(body(object)?)).await?)
+    send(namespaced_api(client, object), object, body(object)?).await
 }
 
 /// Applies one cluster-scoped object; returns it as the API server now has it.
@@ -54,8 +53,7 @@ pub async fn apply_cluster<K>(client: &Client, object: &K) -> Result<K>
 where
     K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
 {
-    let api: Api<K> = Api::all(client.clone());
-    Ok(api.patch(&object.name_any(), &params(), &Patch::Apply(body(object)?)).await?)
+    send(Api::all(client.clone()), object, body(object)?).await
 }
 
 /// [`apply_namespaced`] unless `written` shows it would change nothing.
@@ -68,7 +66,7 @@ where
         + Clone
         + std::fmt::Debug,
 {
-    remembered(written, object, live_fingerprint, apply_namespaced(client, object)).await
+    apply_remembered(namespaced_api(client, object), written, object, live_fingerprint).await
 }
 
 /// [`apply_cluster`] unless `written` shows it would change nothing.
@@ -76,42 +74,38 @@ pub async fn apply_cluster_remembered<K>(client: &Client, written: &Written, obj
 where
     K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
 {
-    remembered(written, object, live_fingerprint, apply_cluster(client, object)).await
+    apply_remembered(Api::all(client.clone()), written, object, live_fingerprint).await
 }
 
-/// Like [`apply_namespaced_remembered`], with the live fingerprint made by
-/// `live` (for children whose status matters to their owner).
-pub async fn apply_namespaced_remembered_with<K>(
-    client: &Client,
-    written: &Written,
-    object: &K,
-    live: fn(&K) -> u64,
-) -> Result<Option<K>>
+/// Applies `object` through `api` unless `written` shows it would change
+/// nothing, remembering the result under the live fingerprint `live` (a
+/// child whose status matters to its owner brings its own).
+pub async fn apply_remembered<K>(api: Api<K>, written: &Written, object: &K, live: fn(&K) -> u64) -> Result<Option<K>>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + std::fmt::Debug,
-{
-    remembered(written, object, live, apply_namespaced(client, object)).await
-}
-
-async fn remembered<K>(
-    written: &Written,
-    object: &K,
-    live: fn(&K) -> u64,
-    apply: impl Future<Output = Result<K>>,
-) -> Result<Option<K>>
-where
-    K: Resource<DynamicType = ()> + Serialize,
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
 {
     let key = ChildKey::of(object);
-    let sent = sent_fingerprint(&body(object)?);
+    let body = body(object)?;
+    let sent = sent_fingerprint(&body);
     if written.is_current(&key, sent) {
         return Ok(None);
     }
-    let applied = apply.await?;
+    let applied = send(api, object, body).await?;
     written.record(key, sent, live(&applied));
     Ok(Some(applied))
+}
+
+/// The API of `object`'s own namespace.
+pub fn namespaced_api<K>(client: &Client, object: &K) -> Api<K>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+{
+    Api::namespaced(client.clone(), &object.namespace().unwrap_or_default())
+}
+
+async fn send<K>(api: Api<K>, object: &K, body: Value) -> Result<K>
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned + Clone + std::fmt::Debug,
+{
+    Ok(api.patch(&object.name_any(), &params(), &Patch::Apply(body)).await?)
 }

@@ -11,7 +11,7 @@ use kube::api::Api;
 use kube::{Client, ResourceExt};
 
 use super::build::TenantChildren;
-use crate::apply::{apply_cluster_remembered, apply_namespaced_remembered, apply_namespaced_remembered_with};
+use crate::apply::{apply_cluster_remembered, apply_namespaced_remembered, apply_remembered, namespaced_api};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::written::live_fingerprint;
@@ -30,7 +30,7 @@ pub async fn apply_base_children(ctx: &Context, children: &TenantChildren) -> Re
     let policies =
         try_join_all(children.network_policies.iter().map(|p| apply_namespaced_remembered(client, written, p)));
     let (quota, ..) = tokio::try_join!(
-        apply_namespaced_remembered_with(client, written, &children.quota, quota_fingerprint),
+        apply_remembered(namespaced_api(client, &children.quota), written, &children.quota, quota_fingerprint),
         apply_namespaced_remembered(client, written, &children.limit_range),
         policies,
         apply_namespaced_remembered(client, written, &children.service_account),
