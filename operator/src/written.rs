@@ -17,8 +17,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde_json::Value;
@@ -93,14 +94,66 @@ impl Written {
         self.entries().retain(|key, _| key.kind != kind || seen.contains(key));
     }
 
-    /// How many children are remembered.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.entries().len()
     }
+}
 
-    /// True when nothing is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+/// Keeps a [`Written`] in step with the watch events of one child kind,
+/// for both controllers: a change shows as [`Written::observe`], a deletion
+/// as [`Written::forget`], and a relist (a watch that had to start over)
+/// forgets the children it no longer shows.
+#[derive(Debug)]
+pub struct EventTracker<K> {
+    written: Arc<Written>,
+    fingerprint: fn(&K) -> u64,
+    /// Keys shown by a relist in progress.
+    relisted: Option<HashSet<ChildKey>>,
+}
+
+impl<K: Resource<DynamicType = ()>> EventTracker<K> {
+    pub fn new(written: Arc<Written>, fingerprint: fn(&K) -> u64) -> Self {
+        Self { written, fingerprint, relisted: None }
+    }
+
+    /// Records `event`; true when it should wake the child's owner (someone
+    /// else changed or deleted the child).
+    pub fn note(&mut self, event: &watcher::Event<K>) -> bool {
+        match event {
+            watcher::Event::Init => {
+                self.relisted = Some(HashSet::new());
+                false
+            }
+            watcher::Event::InitApply(child) => {
+                let key = ChildKey::of(child);
+                let wake = self.written.observe(&key, (self.fingerprint)(child));
+                self.relisted.get_or_insert_default().insert(key);
+                wake
+            }
+            watcher::Event::InitDone => {
+                self.written.forget_unseen(&K::kind(&()), &self.relisted.take().unwrap_or_default());
+                false
+            }
+            watcher::Event::Apply(child) => self.written.observe(&ChildKey::of(child), (self.fingerprint)(child)),
+            watcher::Event::Delete(child) => {
+                self.written.forget(&ChildKey::of(child));
+                true
+            }
+        }
+    }
+
+    /// [`Self::note`], yielding the child when it should wake its owner.
+    pub fn changed_by_others(&mut self, event: watcher::Event<K>) -> Option<K> {
+        if !self.note(&event) {
+            return None;
+        }
+        match event {
+            watcher::Event::Apply(child) | watcher::Event::InitApply(child) | watcher::Event::Delete(child) => {
+                Some(child)
+            }
+            watcher::Event::Init | watcher::Event::InitDone => None,
+        }
     }
 }
 
@@ -195,6 +248,33 @@ mod tests {
         assert!(!written.is_current(&ChildKey::of(&gone), 2));
         written.forget_unseen("Secret", &HashSet::new());
         assert_eq!(written.len(), 1, "other kinds are left alone");
+    }
+
+    #[test]
+    fn the_tracker_wakes_on_others_changes_and_deletions_and_forgets_what_a_relist_misses() {
+        let written = Arc::new(Written::default());
+        let mut tracker = EventTracker::new(written.clone(), live_fingerprint::<ConfigMap>);
+        let (ours, gone) = (config_map("a", "1"), {
+            let mut c = config_map("b", "1");
+            c.metadata.name = Some("gone".into());
+            c
+        });
+        written.record(ChildKey::of(&ours), 1, live_fingerprint(&ours));
+        written.record(ChildKey::of(&gone), 2, live_fingerprint(&gone));
+
+        assert_eq!(tracker.changed_by_others(watcher::Event::Apply(config_map("a", "2"))), None, "our own echo");
+        assert!(tracker.changed_by_others(watcher::Event::Apply(config_map("edited", "3"))).is_some());
+        written.record(ChildKey::of(&ours), 1, live_fingerprint(&ours));
+
+        // A relist that no longer shows `gone` (deleted while the watch was down).
+        assert!(!tracker.note(&watcher::Event::Init));
+        assert!(!tracker.note(&watcher::Event::InitApply(config_map("a", "4"))));
+        assert!(!tracker.note(&watcher::Event::InitDone));
+        assert!(written.is_current(&ChildKey::of(&ours), 1));
+        assert!(!written.is_current(&ChildKey::of(&gone), 2));
+
+        assert!(tracker.changed_by_others(watcher::Event::Delete(ours.clone())).is_some());
+        assert!(!written.is_current(&ChildKey::of(&ours), 1));
     }
 
     #[test]

@@ -54,7 +54,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::context::Context;
-use crate::written::{ChildKey, Written, live_fingerprint};
+use crate::written::{EventTracker, Written, live_fingerprint};
 
 /// The shared context plus this controller's caches, which spare a pass
 /// the live reads it would otherwise make (the Tenant, the Deployment's
@@ -127,9 +127,9 @@ pub async fn run(
 }
 
 /// A cache of our children of one kind, and the stream of their changes
-/// (deletions included, so a deleted child is made again). Every change
-/// also goes through [`Written::observe`], so a child someone else changed
-/// is applied again by the pass it wakes.
+/// (deletions included, so a deleted child is made again). Every event also
+/// goes through an [`EventTracker`], so a child someone else changed is
+/// applied again by the pass it wakes.
 fn cached<K>(
     client: &kube::Client,
     config: watcher::Config,
@@ -138,16 +138,12 @@ fn cached<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug + Send + Sync + 'static,
 {
-    let written = written.clone();
+    let mut tracker = EventTracker::new(written.clone(), live_fingerprint);
     let (store, writer) = reflector::store();
     let events = reflector::reflector(writer, watcher(Api::<K>::all(client.clone()), config))
         .default_backoff()
-        .inspect_ok(move |event| match event {
-            watcher::Event::Apply(child) | watcher::Event::InitApply(child) => {
-                written.observe(&ChildKey::of(child), live_fingerprint(child));
-            }
-            watcher::Event::Delete(child) => written.forget(&ChildKey::of(child)),
-            watcher::Event::Init | watcher::Event::InitDone => {}
+        .inspect_ok(move |event| {
+            tracker.note(event);
         })
         .touched_objects();
     (store, events)

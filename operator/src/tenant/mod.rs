@@ -7,7 +7,6 @@ pub mod database;
 pub mod reconcile;
 pub mod status;
 
-use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
@@ -25,7 +24,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use crate::context::Context;
-use crate::written::{ChildKey, Written, live_fingerprint};
+use crate::written::{EventTracker, Written, live_fingerprint};
 
 /// Runs the Tenant controller until `shutdown` resolves.
 pub async fn run(
@@ -98,7 +97,7 @@ fn tenant_change(tenant: &Tenant) -> Option<u64> {
 }
 
 /// Watch events of one child kind that someone other than the operator
-/// caused ([`Written::observe`]); deletions always.
+/// caused ([`EventTracker`]); deletions always.
 fn changed_by_others<K>(
     client: &kube::Client,
     config: watcher::Config,
@@ -108,35 +107,10 @@ fn changed_by_others<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    let written = written.clone();
-    // Keys shown by a relist in progress, to forget what it no longer shows.
-    let mut relisted: Option<HashSet<ChildKey>> = None;
-    watcher(Api::<K>::all(client.clone()), config).default_backoff().try_filter_map(move |event| {
-        let wake = match event {
-            watcher::Event::Init => {
-                relisted = Some(HashSet::new());
-                None
-            }
-            watcher::Event::InitApply(child) => {
-                let key = ChildKey::of(&child);
-                let wake = written.observe(&key, fingerprint(&child));
-                relisted.get_or_insert_default().insert(key);
-                wake.then_some(child)
-            }
-            watcher::Event::InitDone => {
-                written.forget_unseen(&K::kind(&()), &relisted.take().unwrap_or_default());
-                None
-            }
-            watcher::Event::Apply(child) => {
-                written.observe(&ChildKey::of(&child), fingerprint(&child)).then_some(child)
-            }
-            watcher::Event::Delete(child) => {
-                written.forget(&ChildKey::of(&child));
-                Some(child)
-            }
-        };
-        future::ready(Ok(wake))
-    })
+    let mut tracker = EventTracker::new(written.clone(), fingerprint);
+    watcher(Api::<K>::all(client.clone()), config)
+        .default_backoff()
+        .try_filter_map(move |event| future::ready(Ok(tracker.changed_by_others(event))))
 }
 
 /// The Tenant that controls a child, as a cluster-scoped reference.
