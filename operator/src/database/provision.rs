@@ -191,6 +191,22 @@ async fn ensure(
     Ok(TenantSchema { role: ids.role, schema: ids.schema })
 }
 
+/// SQL condition, for the role `r`: the shared grants are as
+/// [`ensure_shared_grants`] leaves them — `CONNECT` on the database, no
+/// `CREATE` on `public` for `PUBLIC`, nothing on `public` for the role. One
+/// text for the read-only check ([`in_order`]) and the write path's own.
+macro_rules! shared_grants_in_order {
+    () => {
+        "(EXISTS (
+             SELECT 1 FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+             WHERE d.datname = current_database() AND a.grantee = r.oid AND a.privilege_type = 'CONNECT')
+         AND NOT EXISTS (
+             SELECT 1 FROM pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+             WHERE n.nspname = 'public'
+               AND ((a.grantee = 0 AND a.privilege_type = 'CREATE') OR a.grantee = r.oid)))"
+    };
+}
+
 /// Whether the role and schema are exactly as [`ensure_tenant_database`]
 /// leaves them, read without writing anything. The password counts as in
 /// order only when the admin may read `pg_authid` (a superuser) and the
@@ -202,7 +218,8 @@ async fn in_order(
     connection_limit: i32,
     password: &str,
 ) -> Result<bool, DatabaseError> {
-    const IN_ORDER: &str = "
+    const IN_ORDER: &str = concat!(
+        "
         SELECT r.rolcanlogin AND NOT r.rolsuper AND NOT r.rolcreatedb AND NOT r.rolcreaterole
                AND NOT r.rolreplication AND NOT r.rolbypassrls AND r.rolinherit
                AND r.rolconnlimit = $3 AND r.rolvaliduntil = 'infinity'
@@ -219,15 +236,12 @@ async fn in_order(
                    SELECT 1 FROM pg_db_role_setting s
                    WHERE s.setrole = r.oid AND s.setdatabase = 0
                      AND s.setconfig = ARRAY['search_path=' || quote_ident($2)])
-               AND EXISTS (
-                   SELECT 1 FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
-                   WHERE d.datname = current_database() AND a.grantee = r.oid AND a.privilege_type = 'CONNECT')
-               AND NOT EXISTS (
-                   SELECT 1 FROM pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
-                   WHERE n.nspname = 'public'
-                     AND ((a.grantee = 0 AND a.privilege_type = 'CREATE') OR a.grantee = r.oid)),
+               AND ",
+        shared_grants_in_order!(),
+        ",
                (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
-        FROM pg_roles r WHERE r.rolname = $1";
+        FROM pg_roles r WHERE r.rolname = $1"
+    );
     let mut conn = pool.acquire().await.map_err(|e| DatabaseError::from_sqlx("connecting", e))?;
     let found: Option<(bool, bool)> = sqlx::query_as(IN_ORDER)
         .bind(&ids.role)
@@ -300,16 +314,8 @@ impl Existing {
 /// Checked before written, so the steady state takes no shared lock and writes no catalog row;
 /// written only under the shared lock (see the module header for why).
 async fn ensure_shared_grants(tx: &mut PgConnection, ids: &TenantIdentifiers) -> Result<(), DatabaseError> {
-    const NEEDS_WORK: &str = "
-        SELECT
-            NOT EXISTS (
-                SELECT 1 FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
-                WHERE d.datname = current_database() AND a.grantee = r.oid AND a.privilege_type = 'CONNECT')
-            OR EXISTS (
-                SELECT 1 FROM pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
-                WHERE n.nspname = 'public'
-                  AND ((a.grantee = 0 AND a.privilege_type = 'CREATE') OR a.grantee = r.oid))
-        FROM pg_roles r WHERE r.rolname = $1";
+    const NEEDS_WORK: &str =
+        concat!("SELECT NOT (", shared_grants_in_order!(), ") FROM pg_roles r WHERE r.rolname = $1");
     if !exists(tx, NEEDS_WORK, &ids.role).await? {
         return Ok(());
     }
