@@ -6,8 +6,21 @@
 //! same manifests per tenant (the operator's own builder, plus the
 //! credentials Secret) server-side applied as the operator's ServiceAccount,
 //! namespace first and the rest at once, at several concurrencies (the best
-//! is reported). Then the latency table: with all those Tenants in place,
-//! one new Tenant every 2 s, create→Ready for each.
+//! is reported). For the last round it also prints where the CPU time went
+//! (seconds per process kind, the operator's round beside the best
+//! baseline), since the control plane, PostgreSQL and the operator share the
+//! machine's cores.
+//!
+//! Then, with all those Tenants in place:
+//! - latency: one new Tenant every 2 s, create→Ready for each;
+//! - idle: `EMBER_BENCH_IDLE_SECONDS` (default 600) without changes, with
+//!   the operator resyncing every `EMBER_BENCH_RESYNC_SECONDS` (default 120,
+//!   so every Tenant is checked several times in the window): the operator's
+//!   writes to the API server (its audit log, by acting user), PostgreSQL
+//!   write transactions (the next transaction id), and the passes it made;
+//!   then one hand-edited quota, timed until the operator has restored it;
+//! - scale (only when `EMBER_BENCH_SCALE_TENANTS` is set, e.g. 10000): more
+//!   Tenants until that many exist, all Ready, and the operator's peak RSS.
 //!
 //! `cargo bench --workspace --bench tenants -- 100 1000` (the operator runs
 //! with `--concurrency 16`; `EMBER_BENCH_OPERATOR_CONCURRENCY` changes it)
@@ -24,6 +37,7 @@ use ember_operator::tenant::build::{DatabaseEndpoint, Egress, TenantChildren, de
 use ember_testenv::{ControlPlane, Postgres, free_port, install_crds};
 use futures::future::try_join_all;
 use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::ResourceQuota;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Config;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -32,6 +46,8 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tokio::sync::Mutex;
 
+/// The identity the operator acts as.
+const OPERATOR_USER: &str = "system:serviceaccount:ember-system:ember-operator";
 /// Writers creating Tenants.
 const CONCURRENCY: usize = 16;
 /// Tenants applied at once by the baseline; the best is reported.
@@ -66,21 +82,19 @@ async fn main() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("operator.yaml");
+    let resync = env_or("EMBER_BENCH_RESYNC_SECONDS", 120);
     std::fs::write(
         &config,
         format!(
-            "databaseServers:\n- {{name: pg, host: 127.0.0.1, port: {}, database: postgres, adminSecret: pg-admin, networkCidr: 127.0.0.1/32}}\n",
+            "resyncSeconds: {resync}\ndatabaseServers:\n- {{name: pg, host: 127.0.0.1, port: {}, database: postgres, adminSecret: pg-admin, networkCidr: 127.0.0.1/32}}\n",
             pg.port()
         ),
     )
     .unwrap();
     let kubeconfig = dir.path().join("operator.kubeconfig");
     let text = std::fs::read_to_string(cp.kubeconfig()).unwrap();
-    std::fs::write(
-        &kubeconfig,
-        text.replace("    client-key:", "    as: system:serviceaccount:ember-system:ember-operator\n    client-key:"),
-    )
-    .unwrap();
+    std::fs::write(&kubeconfig, text.replace("    client-key:", &format!("    as: {OPERATOR_USER}\n    client-key:")))
+        .unwrap();
     let health = free_port().unwrap();
     // `EMBER_BENCH_OPERATOR_CONCURRENCY` tries another `--concurrency`.
     let operator_concurrency = std::env::var("EMBER_BENCH_OPERATOR_CONCURRENCY").unwrap_or_else(|_| "16".into());
@@ -104,14 +118,20 @@ async fn main() {
         "| tenants | all Ready (s) | p50 create→Ready (s) | p99 create→Ready (s) | reconciles/s | operator peak RSS (MiB) | baseline: same manifests applied as the operator, best of concurrency {BASELINE_CONCURRENCY:?} (s) | operator throughput / baseline |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut cpu_of_last_round = None;
     for (round, n) in sizes.iter().copied().enumerate() {
         let before = reconciles_total(health).await;
+        let cpu_before = cpu_seconds_by_process();
         let (all_ready, mut latencies) = create_tenants(&admin, &format!("b{round}"), n).await;
+        let operator_cpu = cpu_seconds_by_process().since(&cpu_before);
         let reconciles = reconciles_total(health).await - before;
-        let mut best = (Duration::MAX, 0);
+        let mut best = (Duration::MAX, 0, CpuSeconds::default());
         for concurrency in BASELINE_CONCURRENCY {
+            let cpu_before = cpu_seconds_by_process();
             let took = baseline(&as_operator, &format!("raw{round}c{concurrency}"), n, concurrency).await;
-            best = best.min((took, concurrency));
+            if took < best.0 {
+                best = (took, concurrency, cpu_seconds_by_process().since(&cpu_before));
+            }
         }
         println!(
             "| {n} | {:.1} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1} (at {}) | {:.2} |",
@@ -124,23 +144,110 @@ async fn main() {
             best.1,
             best.0.as_secs_f64() / all_ready.as_secs_f64(),
         );
+        cpu_of_last_round = Some((n, operator_cpu, best.2));
+    }
+    if let Some((n, operator_cpu, baseline_cpu)) = cpu_of_last_round {
+        print_cpu_table(n, &operator_cpu, &baseline_cpu);
     }
 
-    let in_place: usize = sizes.iter().sum();
+    let mut in_place: usize = sizes.iter().sum();
     let mut latencies = one_every_two_seconds(&admin, LATENCY_SAMPLES).await;
+    in_place += LATENCY_SAMPLES;
     println!();
     println!(
         "| Tenants in place | new Tenants, one every 2 s | p50 create→Ready (s) | p99 create→Ready (s) | max (s) |"
     );
     println!("|---:|---:|---:|---:|---:|");
     println!(
-        "| {in_place} | {LATENCY_SAMPLES} | {:.2} | {:.2} | {:.2} |",
+        "| {} | {LATENCY_SAMPLES} | {:.2} | {:.2} | {:.2} |",
+        in_place - LATENCY_SAMPLES,
         percentile(&mut latencies, 0.50).as_secs_f64(),
         percentile(&mut latencies, 0.99).as_secs_f64(),
         percentile(&mut latencies, 1.0).as_secs_f64(),
     );
+
+    let idle = Duration::from_secs(env_or("EMBER_BENCH_IDLE_SECONDS", 600));
+    if !idle.is_zero() {
+        let passes_before = reconciles_total(health).await;
+        let writes_before = operator_writes(&cp);
+        let xid_before = next_transaction_id(&pg).await;
+        tokio::time::sleep(idle).await; // the measurement window itself, not a synchronisation
+        let passes = reconciles_total(health).await - passes_before;
+        let writes = operator_writes(&cp) - writes_before;
+        let transactions = next_transaction_id(&pg).await - xid_before;
+        let healed = restore_of_a_hand_edited_quota(&admin, "b0-0").await;
+        println!();
+        println!(
+            "| Tenants in place | idle window (s) | operator resync (s) | passes in the window | operator writes to the API server | PostgreSQL write transactions | hand-edited quota restored after (s) |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|");
+        println!(
+            "| {in_place} | {} | {resync} | {passes:.0} | {writes} | {transactions} | {:.2} |",
+            idle.as_secs(),
+            healed.as_secs_f64()
+        );
+    }
+
+    let scale = env_or("EMBER_BENCH_SCALE_TENANTS", 0) as usize;
+    if scale > in_place {
+        let (all_ready, mut latencies) = create_tenants(&admin, "s", scale - in_place).await;
+        println!();
+        println!(
+            "| Tenants at the end | new in this round | all Ready (s) | p50 create→Ready (s) | p99 create→Ready (s) | operator peak RSS (MiB) | operator RSS at the end (MiB) |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|");
+        println!(
+            "| {scale} | {} | {:.1} | {:.2} | {:.2} | {:.0} | {:.0} |",
+            scale - in_place,
+            all_ready.as_secs_f64(),
+            percentile(&mut latencies, 0.50).as_secs_f64(),
+            percentile(&mut latencies, 0.99).as_secs_f64(),
+            peak_rss_mib(operator.id()),
+            rss_mib(operator.id()),
+        );
+    }
     let _ = operator.kill();
     let _ = operator.wait();
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// How many writes the API server has answered for the operator so far.
+fn operator_writes(cp: &ControlPlane) -> usize {
+    cp.audited_writes().iter().filter(|w| w.acting_user() == OPERATOR_USER).count()
+}
+
+/// The transaction id the next write transaction would get; reading it
+/// consumes none.
+async fn next_transaction_id(pg: &Postgres) -> i64 {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&pg.url()).await.unwrap();
+    sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// Edits tenant `tenant`'s quota by hand (as another field manager) and
+/// returns how long until the operator has put the limit back.
+async fn restore_of_a_hand_edited_quota(client: &Client, tenant: &str) -> Duration {
+    let api: Api<ResourceQuota> = Api::namespaced(client.clone(), &ember_crds::names::namespace_for(tenant));
+    let name = ember_operator::tenant::build::child_names::QUOTA;
+    let original = api.get(name).await.unwrap();
+    let pods = |q: &ResourceQuota| q.spec.as_ref()?.hard.as_ref()?.get("pods").cloned();
+    let edit = serde_json::json!({"spec": {"hard": {"pods": "12345"}}});
+    let started = Instant::now();
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();
+    loop {
+        let now = api.get(name).await.unwrap();
+        if pods(&now) == pods(&original) {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "the hand-edited quota was not restored");
+        tokio::time::sleep(Duration::from_millis(20)).await; // polling interval
+    }
 }
 
 /// Creates `n` tenants with `CONCURRENCY` writers; returns the time until all
@@ -316,4 +423,93 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .find(|l| l.starts_with("VmHWM:"))
         .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// Resident set size now (VmRSS), in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// CPU seconds (user + system) used so far, per kind of process, by this
+/// benchmark and everything it started (the control plane, PostgreSQL and
+/// its backends, the operator).
+#[derive(Debug, Default, Clone)]
+struct CpuSeconds(HashMap<String, f64>);
+
+impl CpuSeconds {
+    fn since(&self, earlier: &CpuSeconds) -> CpuSeconds {
+        CpuSeconds(self.0.iter().map(|(k, v)| (k.clone(), v - earlier.0.get(k).copied().unwrap_or(0.0))).collect())
+    }
+
+    fn get(&self, kind: &str) -> f64 {
+        self.0.get(kind).copied().unwrap_or(0.0)
+    }
+
+    fn total(&self) -> f64 {
+        self.0.values().sum()
+    }
+}
+
+/// The kernel reports CPU times in USER_HZ ticks, 100 per second on Linux.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// [`CpuSeconds`] of this process and its descendants, from `/proc`. A
+/// process's own times plus those of its children it has already reaped,
+/// so PostgreSQL backends that came and went still count.
+fn cpu_seconds_by_process() -> CpuSeconds {
+    let me = std::process::id();
+    let mut stats = HashMap::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // `pid (comm) state ppid ...`: the command may hold spaces, so split after its `)`.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let comm = stat[open + 1..close].to_owned();
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let number = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        // After the command: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14).
+        let ticks = number(11) + number(12) + number(13) + number(14);
+        stats.insert(pid, (number(1) as u32, comm, ticks));
+    }
+    let descends_from_me = |mut pid: u32| {
+        for _ in 0..64 {
+            if pid == me {
+                return true;
+            }
+            match stats.get(&pid) {
+                Some((parent, _, _)) if *parent != 0 => pid = *parent,
+                _ => return false,
+            }
+        }
+        false
+    };
+    let mut seconds = HashMap::new();
+    for (pid, (_, comm, ticks)) in &stats {
+        if descends_from_me(*pid) {
+            let kind = if *pid == me { "benchmark client".to_owned() } else { comm.clone() };
+            *seconds.entry(kind).or_insert(0.0) += ticks / TICKS_PER_SECOND;
+        }
+    }
+    CpuSeconds(seconds)
+}
+
+/// Where the CPU went in the operator's round and in the best baseline.
+fn print_cpu_table(n: usize, operator: &CpuSeconds, baseline: &CpuSeconds) {
+    let mut kinds: Vec<&String> = operator.0.keys().chain(baseline.0.keys()).collect();
+    kinds.sort();
+    kinds.dedup();
+    kinds.retain(|k| operator.get(k) >= 0.05 || baseline.get(k) >= 0.05);
+    kinds.sort_by(|a, b| operator.get(b).total_cmp(&operator.get(a)));
+    println!();
+    println!("| CPU seconds, N = {n} | operator round | best baseline |");
+    println!("|---|---:|---:|");
+    for kind in kinds {
+        println!("| {kind} | {:.1} | {:.1} |", operator.get(kind), baseline.get(kind));
+    }
+    println!("| all | {:.1} | {:.1} |", operator.total(), baseline.total());
 }

@@ -11,6 +11,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use crate::config::OperatorConfig;
 use crate::database::DatabaseServer;
 use crate::metrics::Metrics;
+use crate::tenant::quota_gate::QuotaGate;
 use crate::written::Written;
 
 /// Shared state of the controllers.
@@ -23,6 +24,8 @@ pub struct Context {
     /// What the controllers last wrote to each child (skips no-op applies,
     /// and filters the echoes of their own writes out of the watches).
     pub written: std::sync::Arc<Written>,
+    /// Tenant passes waiting for their quota to be enforced.
+    pub quotas: std::sync::Arc<QuotaGate>,
     failures: std::sync::Arc<Mutex<HashMap<String, u32>>>,
     /// Admin connection pools per database server, rebuilt when credentials change.
     pools: std::sync::Arc<Mutex<HashMap<String, (DatabaseServer, sqlx::PgPool)>>>,
@@ -47,6 +50,7 @@ impl Context {
             config,
             metrics,
             written: Default::default(),
+            quotas: Default::default(),
             failures: Default::default(),
             pools: Default::default(),
         }

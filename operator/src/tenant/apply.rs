@@ -3,7 +3,7 @@
 //! Children nobody changed since the last apply are not sent again
 //! ([`crate::written`]).
 
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::time::Duration;
 
 use futures::future::try_join_all;
 use k8s_openapi::api::core::v1::ResourceQuota;
@@ -11,10 +11,10 @@ use kube::api::Api;
 use kube::{Client, ResourceExt};
 
 use super::build::TenantChildren;
-use crate::apply::{apply_cluster_remembered, apply_namespaced_remembered, apply_remembered, namespaced_api};
+use super::quota_gate::QuotaWait;
+use crate::apply::{apply_cluster_remembered, apply_namespaced_remembered};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::written::live_fingerprint;
 
 /// Applies the namespace (first, everything else lives in it).
 pub async fn apply_namespace(ctx: &Context, children: &TenantChildren) -> Result<()> {
@@ -30,7 +30,7 @@ pub async fn apply_base_children(ctx: &Context, children: &TenantChildren) -> Re
     let policies =
         try_join_all(children.network_policies.iter().map(|p| apply_namespaced_remembered(client, written, p)));
     let (quota, ..) = tokio::try_join!(
-        apply_remembered(namespaced_api(client, &children.quota), written, &children.quota, quota_fingerprint),
+        apply_namespaced_remembered(client, written, &children.quota),
         apply_namespaced_remembered(client, written, &children.limit_range),
         policies,
         apply_namespaced_remembered(client, written, &children.service_account),
@@ -52,15 +52,6 @@ pub async fn apply_role_bindings(ctx: &Context, children: &TenantChildren) -> Re
     Ok(())
 }
 
-/// A quota's live fingerprint also covers whether it is enforced, so the
-/// controller-manager's first status update wakes the Tenant (its quota
-/// gate) while later usage updates do not.
-pub fn quota_fingerprint(quota: &ResourceQuota) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    (live_fingerprint(quota), is_enforced(quota)).hash(&mut hasher);
-    hasher.finish()
-}
-
 /// True once the controller-manager has computed `used` for every resource
 /// the quota limits. Until then the API server refuses every object the
 /// quota covers ("status unknown for quota"), so the tenant is not ready
@@ -76,13 +67,16 @@ pub fn is_enforced(quota: &ResourceQuota) -> bool {
     }
 }
 
-/// Fails with [`Error::QuotaPending`] until the quota is enforced. `applied`
-/// is the quota as this pass's apply returned it; without one (nothing was
-/// sent) it is read.
+/// Fails with [`Error::QuotaPending`] unless the quota is enforced, or
+/// becomes so within `limit` (woken by its watch event through `wait`).
+/// `applied` is the quota as this pass's apply returned it; without one
+/// (nothing was sent) it is read.
 pub async fn ensure_quota_enforced(
     client: &Client,
     children: &TenantChildren,
     applied: Option<ResourceQuota>,
+    wait: QuotaWait,
+    limit: Duration,
 ) -> Result<()> {
     let desired = &children.quota;
     let current = match applied {
@@ -92,5 +86,9 @@ pub async fn ensure_quota_enforced(
             api.get(&desired.name_any()).await?
         }
     };
-    if is_enforced(&current) { Ok(()) } else { Err(Error::QuotaPending(desired.name_any())) }
+    if is_enforced(&current) || wait.enforced_within(limit).await {
+        Ok(())
+    } else {
+        Err(Error::QuotaPending(desired.name_any()))
+    }
 }

@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod build;
 pub mod database;
+pub mod quota_gate;
 pub mod reconcile;
 pub mod status;
 
@@ -25,6 +26,7 @@ use serde::de::DeserializeOwned;
 
 use crate::context::Context;
 use crate::written::{EventTracker, Written, live_fingerprint};
+use quota_gate::QuotaGate;
 
 /// Runs the Tenant controller until `shutdown` resolves.
 pub async fn run(
@@ -53,10 +55,7 @@ pub async fn run(
         .predicate_filter(tenant_change, Default::default());
     Controller::for_stream(tenants, store)
         .watches_stream(changed_by_others::<Namespace>(&client, ours.clone(), w, live_fingerprint), owning_tenant)
-        .watches_stream(
-            changed_by_others(&client, ours.clone(), w, apply::quota_fingerprint),
-            owning_tenant::<ResourceQuota>,
-        )
+        .watches_stream(quota_changes(&client, ours.clone(), w, &ctx.quotas), owning_tenant)
         .watches_stream(changed_by_others(&client, ours.clone(), w, live_fingerprint), owning_tenant::<LimitRange>)
         .watches_stream(changed_by_others(&client, ours.clone(), w, live_fingerprint), owning_tenant::<NetworkPolicy>)
         .watches_stream(changed_by_others(&client, ours.clone(), w, live_fingerprint), owning_tenant::<ServiceAccount>)
@@ -111,6 +110,31 @@ where
     watcher(Api::<K>::all(client.clone()), config)
         .default_backoff()
         .try_filter_map(move |event| future::ready(Ok(tracker.changed_by_others(event))))
+}
+
+/// Quota events that wake a Tenant: changes by others, as for every child,
+/// and the enforcement of a quota whose Tenant gave up waiting for it
+/// ([`QuotaGate`]). A pass waiting for enforcement right now is woken
+/// through the gate instead.
+fn quota_changes(
+    client: &kube::Client,
+    config: watcher::Config,
+    written: &Arc<Written>,
+    gate: &Arc<QuotaGate>,
+) -> impl Stream<Item = Result<ResourceQuota, watcher::Error>> + Send + 'static {
+    let mut tracker = EventTracker::new(written.clone(), live_fingerprint);
+    let gate = gate.clone();
+    watcher(Api::<ResourceQuota>::all(client.clone()), config).default_backoff().try_filter_map(move |event| {
+        let changed = tracker.note(&event);
+        let quota = match event {
+            watcher::Event::Apply(quota) | watcher::Event::InitApply(quota) => {
+                (gate.observe(&quota) || changed).then_some(quota)
+            }
+            watcher::Event::Delete(quota) => Some(quota),
+            watcher::Event::Init | watcher::Event::InitDone => None,
+        };
+        future::ready(Ok(quota))
+    })
 }
 
 /// The Tenant that controls a child, as a cluster-scoped reference.

@@ -17,7 +17,7 @@ use kube::{Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
 use super::build::{DatabaseEndpoint, Egress, desired_children, namespace_belongs_to};
-use super::status::{Observed, Outcome, initial_status, next_status};
+use super::status::{Observed, Outcome, next_status};
 use super::{apply, database};
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -25,8 +25,12 @@ use crate::error::{Error, Result};
 /// Name of this controller in metrics and logs.
 pub const CONTROLLER: &str = "tenant";
 
-/// How long a Tenant waits for its quota's first status before looking
-/// again; the quota's watch event normally wakes it first.
+/// How long a pass waits for the controller-manager to enforce the quota
+/// it made (normally well under a second) before it reports
+/// `QuotaPending` and lets the enforcement wake the Tenant later.
+const QUOTA_WAIT: Duration = Duration::from_secs(5);
+/// How long a Tenant whose quota is pending waits before looking again in
+/// any case; the quota's watch event normally wakes it first.
 const QUOTA_FALLBACK: Duration = Duration::from_secs(30);
 /// Retry after a write lost a race (409): at once, with what is current.
 const CONFLICT_RETRY: Duration = Duration::from_millis(100);
@@ -105,10 +109,8 @@ pub fn error_policy(tenant: Arc<Tenant>, error: &Error, ctx: Arc<Context>) -> Ac
 async fn converge(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     let name = tenant.name_any();
     let generation = tenant.meta().generation;
-    if tenant.status.as_ref().is_none_or(|s| s.conditions.is_empty()) {
-        write_status(ctx, tenant, &initial_status(generation, &now())).await?;
-    }
-
+    // No "reconciling" status first: a pass sets a new Tenant up in well
+    // under a second, and its one status write says how it went.
     let mut observed = Observed::default();
     let result = converge_steps(tenant, ctx, &mut observed).await;
     let outcome = match &result {
@@ -165,9 +167,10 @@ async fn converge_steps(tenant: &Tenant, ctx: &Context, observed: &mut Observed)
         .as_ref()
         .is_some_and(|s| find_condition(&s.conditions, types::QUOTA_READY).is_some_and(|c| c.status == "True"));
     let kubernetes = async {
+        let wait = ctx.quotas.expect(&namespace_for(&name));
         let applied_quota = apply::apply_base_children(ctx, &children).await?;
         if applied_quota.is_some() || !quota_was_enforced {
-            apply::ensure_quota_enforced(&ctx.client, &children, applied_quota).await?;
+            apply::ensure_quota_enforced(&ctx.client, &children, applied_quota, wait, QUOTA_WAIT).await?;
         }
         apply::apply_role_bindings(ctx, &children).await
     };
@@ -193,6 +196,7 @@ async fn ensure_namespace_is_ours(tenant: &Tenant, ctx: &Context) -> Result<()> 
 }
 
 async fn clean_up(tenant: &Tenant, ctx: &Context) -> Result<()> {
+    ctx.quotas.forget(&namespace_for(&tenant.name_any()));
     let note = database::clean_up(tenant, ctx).await?;
     info!(tenant = %tenant.name_any(), %note, "tenant deleted");
     publish(ctx, tenant, EventType::Normal, "Deleted", "Delete", note).await;
