@@ -90,8 +90,17 @@ where
     if written.is_current(&key, sent) {
         return Ok(None);
     }
-    let applied = send(api, object, body).await?;
-    written.record(key, sent, live(&applied));
+    written.begin(key.clone(), sent);
+    let applied = match send(api, object, body).await {
+        Ok(applied) => applied,
+        Err(error) => {
+            written.forget(&key);
+            return Err(error);
+        }
+    };
+    if !written.record(key, sent, live(&applied)) {
+        return Err(Error::ChangedWhileApplying { kind: K::kind(&()).into_owned(), name: object.name_any() });
+    }
     Ok(Some(applied))
 }
 

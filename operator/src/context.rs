@@ -2,14 +2,14 @@
 //! recorder, metrics, and per-object retry counters for backoff.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 
 use crate::config::OperatorConfig;
-use crate::database::DatabaseServer;
+use crate::database::{DatabaseServer, PasswordMemo};
 use crate::metrics::Metrics;
 use crate::tenant::quota_gate::QuotaGate;
 use crate::written::Written;
@@ -23,12 +23,13 @@ pub struct Context {
     pub metrics: Metrics,
     /// What the controllers last wrote to each child (skips no-op applies,
     /// and filters the echoes of their own writes out of the watches).
-    pub written: std::sync::Arc<Written>,
+    pub written: Arc<Written>,
     /// Tenant passes waiting for their quota to be enforced.
-    pub quotas: std::sync::Arc<QuotaGate>,
-    failures: std::sync::Arc<Mutex<HashMap<String, u32>>>,
+    pub quotas: Arc<QuotaGate>,
+    failures: Arc<Mutex<HashMap<String, u32>>>,
     /// Admin connection pools per database server, rebuilt when credentials change.
-    pools: std::sync::Arc<Mutex<HashMap<String, (DatabaseServer, sqlx::PgPool)>>>,
+    #[allow(clippy::type_complexity)]
+    pools: Arc<Mutex<HashMap<String, (DatabaseServer, sqlx::PgPool, Arc<PasswordMemo>)>>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -76,15 +77,17 @@ impl Context {
         self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
     }
 
-    /// The admin pool of `server`, reused while its connection details stay the same.
-    pub fn database_pool(&self, server: &DatabaseServer) -> sqlx::PgPool {
+    /// The admin pool of `server` and the operator's memory of the
+    /// passwords it set there, reused while the server's connection details
+    /// stay the same.
+    pub fn database_pool(&self, server: &DatabaseServer) -> (sqlx::PgPool, Arc<PasswordMemo>) {
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         match pools.get(&server.name) {
-            Some((known, pool)) if known == server => pool.clone(),
+            Some((known, pool, passwords)) if known == server => (pool.clone(), passwords.clone()),
             _ => {
-                let pool = server.admin_pool();
-                pools.insert(server.name.clone(), (server.clone(), pool.clone()));
-                pool
+                let (pool, passwords) = (server.admin_pool(), Arc::new(PasswordMemo::default()));
+                pools.insert(server.name.clone(), (server.clone(), pool.clone(), passwords.clone()));
+                (pool, passwords)
             }
         }
     }

@@ -33,6 +33,8 @@ pub enum Error {
     InvalidModelDeployment(String),
     #[error("could not encode {kind} {name} for the API server: {source}")]
     Encode { kind: String, name: String, source: serde_json::Error },
+    #[error("{kind} {name} was changed by someone else while the operator applied it")]
+    ChangedWhileApplying { kind: String, name: String },
 }
 
 impl Error {
@@ -51,6 +53,7 @@ impl Error {
             Error::NotATenantNamespace { .. } => "NotATenantNamespace",
             Error::InvalidModelDeployment(_) => "InvalidSpec",
             Error::Encode { .. } => "EncodingError",
+            Error::ChangedWhileApplying { .. } => "Conflict",
         }
     }
 
@@ -63,6 +66,7 @@ impl Error {
     /// immediate retry with what is current.
     pub fn is_conflict(&self) -> bool {
         matches!(self, Error::Kube(kube::Error::Api(status)) if status.code == 409)
+            || matches!(self, Error::ChangedWhileApplying { .. })
     }
 
     /// True when retrying cannot help until the user changes the spec (or

@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod args;
+pub mod cache;
 pub mod config;
 pub mod context;
 pub mod controllers;

@@ -64,7 +64,7 @@ rules:
 /// One write request as the API server's audit log records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditedWrite {
-    /// Who authenticated (`kubernetes-admin`, a ServiceAccount, ...).
+    /// Who authenticated (`admin`, a ServiceAccount, ...).
     pub user: String,
     /// Whom they acted as, when impersonating (how tests act as the operator).
     pub impersonated: String,

@@ -28,6 +28,7 @@
 //! DDL, with sqlx's statement logging off.
 
 mod identifiers;
+mod passwords;
 mod provision;
 mod scram;
 mod server;
@@ -36,9 +37,10 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 
 pub use identifiers::{MAX_IDENTIFIER_BYTES, TenantIdentifiers, quote_identifier, quote_literal};
+pub use passwords::PasswordMemo;
 pub use provision::{
-    OPERATION_TIMEOUT, Ownership, TenantSchema, drop_tenant_database, ensure_tenant_database, marker,
-    retain_tenant_database,
+    OPERATION_TIMEOUT, Ownership, TenantSchema, drop_tenant_database, ensure_tenant_database,
+    ensure_tenant_database_remembered, marker, retain_tenant_database,
 };
 pub use server::{CONNECT_TIMEOUT, DatabaseServer};
 

@@ -20,6 +20,7 @@ use sqlx::postgres::{PgConnection, PgPool};
 
 use super::DatabaseError;
 use super::identifiers::{TenantIdentifiers, quote_identifier, quote_literal};
+use super::passwords::PasswordMemo;
 use super::scram;
 
 /// First key of Ember's advisory locks ("EMBR"), so they never collide with another
@@ -115,11 +116,27 @@ pub async fn ensure_tenant_database(
     connection_limit: i32,
     password: &str,
 ) -> Result<TenantSchema, DatabaseError> {
-    bounded(ensure(pool, owner, tenant, connection_limit, password)).await
+    ensure_tenant_database_remembered(pool, &PasswordMemo::default(), owner, tenant, connection_limit, password).await
+}
+
+/// [`ensure_tenant_database`] with the operator's memory of the passwords
+/// it set on this server ([`PasswordMemo`]): the password check of the
+/// steady state then costs no PBKDF2 run, and with an admin that may not
+/// read `pg_authid`, no write.
+pub async fn ensure_tenant_database_remembered(
+    pool: &PgPool,
+    passwords: &PasswordMemo,
+    owner: &Ownership<'_>,
+    tenant: &str,
+    connection_limit: i32,
+    password: &str,
+) -> Result<TenantSchema, DatabaseError> {
+    bounded(ensure(pool, passwords, owner, tenant, connection_limit, password)).await
 }
 
 async fn ensure(
     pool: &PgPool,
+    passwords: &PasswordMemo,
     owner: &Ownership<'_>,
     tenant: &str,
     connection_limit: i32,
@@ -141,10 +158,11 @@ async fn ensure(
     // The steady state: one read-only query finds everything as it should
     // be, and nothing is written (no transaction id, no catalog row, no
     // lock), so an idle operator costs the server only that read.
-    if in_order(pool, owner, &ids, connection_limit, password).await? {
+    if in_order(pool, passwords, owner, &ids, connection_limit, password).await? {
         return Ok(TenantSchema { role: ids.role, schema: ids.schema });
     }
-    let verifier = quote_literal(&scram::verifier(password))?;
+    let verifier = scram::verifier(password);
+    let quoted_verifier = quote_literal(&verifier)?;
     let (role, schema) = (&ids.quoted_role, &ids.quoted_schema);
 
     let mut tx = pool.begin().await.map_err(|e| DatabaseError::from_sqlx("connecting", e))?;
@@ -152,7 +170,7 @@ async fn ensure(
 
     let attributes = format!(
         "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT \
-         CONNECTION LIMIT {connection_limit} VALID UNTIL 'infinity' PASSWORD {verifier}"
+         CONNECTION LIMIT {connection_limit} VALID UNTIL 'infinity' PASSWORD {quoted_verifier}"
     );
     let existing = Existing::read(&mut tx, &ids).await?;
     existing.check(owner, &ids)?;
@@ -188,6 +206,7 @@ async fn ensure(
     }
 
     tx.commit().await.map_err(|e| DatabaseError::from_sqlx("committing", e))?;
+    passwords.remember(&ids.role, password, &verifier);
     Ok(TenantSchema { role: ids.role, schema: ids.schema })
 }
 
@@ -209,10 +228,12 @@ macro_rules! shared_grants_in_order {
 
 /// Whether the role and schema are exactly as [`ensure_tenant_database`]
 /// leaves them, read without writing anything. The password counts as in
-/// order only when the admin may read `pg_authid` (a superuser) and the
-/// stored verifier was made from `password`; otherwise it is set again.
+/// order when the admin may read `pg_authid` (a superuser) and the stored
+/// verifier was made from `password`; an admin that may not read it relies
+/// on `passwords`, the operator's memory of what it set.
 async fn in_order(
     pool: &PgPool,
+    passwords: &PasswordMemo,
     owner: &Ownership<'_>,
     ids: &TenantIdentifiers,
     connection_limit: i32,
@@ -251,14 +272,17 @@ async fn in_order(
         .fetch_optional(&mut *conn)
         .await
         .map_err(|e| DatabaseError::from_sqlx("checking the role and schema", e))?;
-    let Some((true, true)) = found else { return Ok(false) };
+    let Some((true, may_read_passwords)) = found else { return Ok(false) };
+    if !may_read_passwords {
+        return Ok(passwords.was_set(&ids.role, password));
+    }
     let stored: Option<String> = sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
         .bind(&ids.role)
         .fetch_optional(&mut *conn)
         .await
         .map_err(|e| DatabaseError::from_sqlx("checking the password", e))?
         .flatten();
-    Ok(stored.is_some_and(|stored| scram::matches(&stored, password)))
+    Ok(stored.is_some_and(|stored| passwords.stored_matches(&ids.role, &stored, password)))
 }
 
 /// The tenant's role and schema as found: `None` when absent, else the

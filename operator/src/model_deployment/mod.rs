@@ -53,6 +53,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::cache::slim;
 use crate::context::Context;
 use crate::written::{EventTracker, Written, live_fingerprint};
 
@@ -91,8 +92,14 @@ pub async fn run(
     // Only our own children are cached, not every Deployment in the cluster.
     let ours =
         watcher::Config::default().labels(&format!("{}={}", labels::APP_MANAGED_BY, labels::MANAGED_BY_OPERATOR));
-    let controller = Controller::new(Api::<ModelDeployment>::all(client.clone()), watcher::Config::default());
-    let cache = controller.store();
+    let (cache, cache_writer) = reflector::store();
+    let model_deployments = reflector::reflector(
+        cache_writer,
+        watcher(Api::<ModelDeployment>::all(client.clone()), watcher::Config::default()).modify(slim),
+    )
+    .default_backoff()
+    .applied_objects();
+    let controller = Controller::for_stream(model_deployments, cache.clone());
     let written = &ctx.written;
     let (deployments, deployment_events) = cached::<Deployment>(&client, ours.clone(), written);
     let (_, service_events) = cached::<Service>(&client, ours.clone(), written);
@@ -101,11 +108,13 @@ pub async fn run(
     let (tenants, tenant_writer) = reflector::store();
     // Of a Tenant, only what serving depends on wakes its ModelDeployments:
     // not the Tenant controller's every status write.
-    let tenant_events =
-        reflector::reflector(tenant_writer, watcher(Api::<Tenant>::all(client.clone()), Default::default()))
-            .default_backoff()
-            .applied_objects()
-            .predicate_filter(serving_change, Default::default());
+    let tenant_events = reflector::reflector(
+        tenant_writer,
+        watcher(Api::<Tenant>::all(client.clone()), Default::default()).modify(slim),
+    )
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(serving_change, Default::default());
     let context = Arc::new(ModelContext { shared: ctx, tenants, deployments, autoscalers, budgets });
     controller
         .owns_stream(deployment_events)
@@ -140,7 +149,7 @@ where
 {
     let mut tracker = EventTracker::new(written.clone(), live_fingerprint);
     let (store, writer) = reflector::store();
-    let events = reflector::reflector(writer, watcher(Api::<K>::all(client.clone()), config))
+    let events = reflector::reflector(writer, watcher(Api::<K>::all(client.clone()), config).modify(slim))
         .default_backoff()
         .inspect_ok(move |event| {
             tracker.note(event);

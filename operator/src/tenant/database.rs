@@ -116,9 +116,10 @@ pub async fn ensure(tenant: &Tenant, config: &DatabaseServerConfig, ctx: &Contex
     };
     crate::apply::apply_namespaced_remembered(&ctx.client, &ctx.written, &secret).await?;
 
-    let pool = ctx.database_pool(&server);
-    database::ensure_tenant_database(
+    let (pool, passwords) = ctx.database_pool(&server);
+    database::ensure_tenant_database_remembered(
         &pool,
+        &passwords,
         &ownership(tenant)?,
         &name,
         tenant.spec.database.connection_limit,
@@ -148,7 +149,7 @@ pub async fn clean_up(tenant: &Tenant, ctx: &Context) -> Result<String> {
         Err(error) => return Err(error),
     };
     let server = server_with_credentials(&config, ctx).await?;
-    let pool = ctx.database_pool(&server);
+    let (pool, _) = ctx.database_pool(&server);
     let name = tenant.name_any();
     let schema = ember_crds::names::schema_name_for(&name);
     let owner = ownership(tenant)?;

@@ -24,6 +24,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
+use crate::cache::slim;
 use crate::context::Context;
 use crate::written::{EventTracker, Written, live_fingerprint};
 use quota_gate::QuotaGate;
@@ -50,7 +51,8 @@ pub async fn run(
     let written = ctx.written.clone();
     let w = &written;
     let (store, writer) = reflector::store();
-    let tenants = reflector::reflector(writer, watcher(Api::<Tenant>::all(client.clone()), watcher::Config::default()))
+    let tenant_watch = watcher(Api::<Tenant>::all(client.clone()), watcher::Config::default()).modify(slim);
+    let tenants = reflector::reflector(writer, tenant_watch)
         .applied_objects()
         .predicate_filter(tenant_change, Default::default());
     Controller::for_stream(tenants, store)
