@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use ember_operator::database::{
-    CONNECT_TIMEOUT, DatabaseError, DatabaseServer, Ownership, connection_url, drop_tenant_database,
+    CONNECT_TIMEOUT, DatabaseError, DatabaseServer, Ownership, TENANTS_GROUP, connection_url, drop_tenant_database,
     ensure_tenant_database, random_password, retain_tenant_database,
 };
 use ember_testenv::{Postgres, SUPERUSER};
@@ -200,6 +200,55 @@ async fn tenants_cannot_touch_each_other_or_create_in_public() {
 }
 
 #[tokio::test]
+async fn tenants_connect_through_one_group_and_the_database_acl_does_not_grow() {
+    let pg = start_postgres().await;
+    let pool = server_for(&pg).admin_pool();
+    let acl_entries = async || -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = current_database()",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let passwords: Vec<String> = (0..3).map(|_| random_password()).collect();
+    ensure_tenant_database(&pool, &OURS, "one", 5, &passwords[0]).await.unwrap();
+    let after_one = acl_entries().await;
+    ensure_tenant_database(&pool, &OURS, "two", 5, &passwords[1]).await.unwrap();
+    ensure_tenant_database(&pool, &OURS, "three", 5, &passwords[2]).await.unwrap();
+    assert_eq!(acl_entries().await, after_one, "each tenant added an entry to the database's ACL");
+
+    // The server admin closes the database to everyone else: tenants still get in.
+    sqlx::raw_sql("REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC").execute(&pool).await.unwrap();
+    for (tenant, password) in ["one", "two", "three"].iter().zip(&passwords) {
+        tenant_conn(&pg, tenant, password).await;
+    }
+
+    // A direct grant, as earlier versions made them, is taken back.
+    sqlx::raw_sql("GRANT CONNECT ON DATABASE postgres TO tenant_two").execute(&pool).await.unwrap();
+    ensure_tenant_database(&pool, &OURS, "two", 5, &passwords[1]).await.unwrap();
+    let direct = count(
+        &pool,
+        "SELECT count(*) FROM pg_database d, aclexplode(d.datacl) a
+         WHERE d.datname = current_database() AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1)",
+        "tenant_two",
+    )
+    .await;
+    assert_eq!(direct, 0);
+    tenant_conn(&pg, "two", &passwords[1]).await;
+
+    // Acting as the group gains a tenant nothing over another.
+    let mut one = tenant_conn(&pg, "one", &passwords[0]).await;
+    sqlx::raw_sql("CREATE TABLE mine (x int)").execute(&mut one).await.unwrap();
+    let mut two = tenant_conn(&pg, "two", &passwords[1]).await;
+    if sqlx::raw_sql(&format!("SET ROLE {TENANTS_GROUP}")).execute(&mut two).await.is_ok() {
+        expect_denied(&mut two, "SELECT * FROM tenant_one.mine").await;
+        expect_denied(&mut two, "CREATE TABLE tenant_one.planted (x int)").await;
+        expect_denied(&mut two, "CREATE TABLE public.planted (x int)").await;
+    }
+}
+
+#[tokio::test]
 async fn roles_have_no_privileges_and_scram_passwords() {
     let pg = start_postgres().await;
     let pool = server_for(&pg).admin_pool();
@@ -297,13 +346,14 @@ async fn ensure_is_idempotent_and_converges_from_partial_states() {
     .unwrap();
     assert!(!createdb && !createrole && !bypassrls);
     assert_eq!(limit, 4);
-    let memberships = count(
-        &pool,
-        "SELECT count(*) FROM pg_auth_members WHERE member = (SELECT oid FROM pg_roles WHERE rolname = $1)",
-        "tenant_drift",
+    let memberships: Vec<String> = sqlx::query_scalar(
+        "SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+         WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = 'tenant_drift')",
     )
-    .await;
-    assert_eq!(memberships, 0, "memberships that would reach other data were left");
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(memberships, [TENANTS_GROUP], "memberships that would reach other data were left");
     let mut drift = tenant_conn(&pg, "drift", &password).await; // expiry cleared
     sqlx::raw_sql("CREATE TABLE mine (x int)").execute(&mut drift).await.unwrap();
     expect_denied(&mut drift, "CREATE TABLE public.planted (x int)").await;
@@ -320,8 +370,10 @@ async fn a_crash_mid_ensure_leaves_nothing_half_done() {
     let password = random_password();
     ensure_tenant_database(&pool, &OURS, "first", 2, &password).await.unwrap();
 
-    // Hold the lock ensure takes for shared grants (class "EMBS", key hashtext('shared') in
-    // provision.rs), so a new tenant's ensure stops after creating its role and schema.
+    // Hold the lock ensure takes for changes to shared grants (class "EMBS", key
+    // hashtext('shared') in provision.rs), and give it such a change to make (`public` opened to
+    // everyone by hand), so a new tenant's ensure stops after creating its role and schema.
+    sqlx::raw_sql("GRANT CREATE ON SCHEMA public TO PUBLIC").execute(&pool).await.unwrap();
     let mut blocker = connect_as(&pg, SUPERUSER, pg.password()).await.unwrap();
     sqlx::raw_sql("SELECT pg_advisory_lock(1162691155, hashtext('shared'))").execute(&mut blocker).await.unwrap();
     let ensure = tokio::spawn({

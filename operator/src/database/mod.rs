@@ -39,7 +39,7 @@ use rand::distr::Alphanumeric;
 pub use identifiers::{MAX_IDENTIFIER_BYTES, TenantIdentifiers, quote_identifier, quote_literal};
 pub use passwords::PasswordMemo;
 pub use provision::{
-    OPERATION_TIMEOUT, Ownership, TenantSchema, drop_tenant_database, ensure_tenant_database,
+    OPERATION_TIMEOUT, Ownership, TENANTS_GROUP, TenantSchema, drop_tenant_database, ensure_tenant_database,
     ensure_tenant_database_remembered, marker, retain_tenant_database,
 };
 pub use server::{CONNECT_TIMEOUT, DatabaseServer};

@@ -98,16 +98,17 @@ pub struct TenantSchema {
 ///   is the source of truth: the caller passes what it stored, which repairs drift and makes
 ///   rotation "write a new Secret, reconcile".
 /// * When everything already is as described here (one read-only query, see [`in_order`]), nothing
-///   is written at all. An admin that may not read `pg_authid` cannot check the password, so for
-///   it every call sets the password again (a write transaction per call).
+///   is written at all. An admin that may not read `pg_authid` cannot check the password; it
+///   relies on the operator's memory of what it set ([`PasswordMemo`]), so it sets each password
+///   once per operator start.
 /// * The schema exists, is owned by the role, and nobody else (not `PUBLIC`, not a role the owner
 ///   shared it with) has rights on it, so no other tenant can use it. The role is a member of no
-///   other role. Its `search_path` is its schema alone.
+///   other role than [`TENANTS_GROUP`]. Its `search_path` is its schema alone.
 /// * Nobody but the owner may create in `public` (PostgreSQL 15's default, enforced here for older
 ///   servers and for servers where someone granted it), and the role holds no rights of its own there.
-/// * The role holds `CONNECT` on the database explicitly, so the server admin may revoke `CONNECT`
-///   and `TEMPORARY` from `PUBLIC` (recommended for a database dedicated to tenants) without
-///   breaking tenants. This function leaves `PUBLIC`'s database privileges alone: they decide who
+/// * The role holds `CONNECT` on the database through [`TENANTS_GROUP`], so the server admin may
+///   revoke `CONNECT` and `TEMPORARY` from `PUBLIC` (recommended for a database dedicated to
+///   tenants) without breaking tenants. This function leaves `PUBLIC`'s database privileges alone: they decide who
 ///   else may use the database, which is the server admin's call, not one tenant's.
 pub async fn ensure_tenant_database(
     pool: &PgPool,
@@ -210,19 +211,45 @@ async fn ensure(
     Ok(TenantSchema { role: ids.role, schema: ids.schema })
 }
 
+/// The role every tenant role is a member of, and through which it holds
+/// `CONNECT` on the database: one entry in the database's ACL for all
+/// tenants instead of one per tenant (an ACL PostgreSQL rewrites whole, and
+/// every check reads whole, on each grant). It owns nothing and holds
+/// nothing else. (One text for Rust and for the SQL below.)
+macro_rules! tenants_group {
+    () => {
+        "ember_tenants"
+    };
+}
+pub const TENANTS_GROUP: &str = tenants_group!();
+
 /// SQL condition, for the role `r`: the shared grants are as
-/// [`ensure_shared_grants`] leaves them — `CONNECT` on the database, no
-/// `CREATE` on `public` for `PUBLIC`, nothing on `public` for the role. One
-/// text for the read-only check ([`in_order`]) and the write path's own.
+/// [`ensure_shared_grants`] leaves them — the role is a member of
+/// [`TENANTS_GROUP`], which holds `CONNECT` on the database; the role holds
+/// nothing on the database directly (earlier versions granted it there);
+/// no `CREATE` on `public` for `PUBLIC`, nothing on `public` for the role.
+/// One text for the read-only check ([`in_order`]) and the write path's own.
 macro_rules! shared_grants_in_order {
     () => {
-        "(EXISTS (
-             SELECT 1 FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
-             WHERE d.datname = current_database() AND a.grantee = r.oid AND a.privilege_type = 'CONNECT')
-         AND NOT EXISTS (
-             SELECT 1 FROM pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
-             WHERE n.nspname = 'public'
-               AND ((a.grantee = 0 AND a.privilege_type = 'CREATE') OR a.grantee = r.oid)))"
+        concat!(
+            "(EXISTS (
+                 SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                 WHERE m.member = r.oid AND g.rolname = '",
+            tenants_group!(),
+            "')
+             AND EXISTS (
+                 SELECT 1 FROM pg_database d, pg_roles g, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+                 WHERE d.datname = current_database() AND g.rolname = '",
+            tenants_group!(),
+            "' AND a.grantee = g.oid AND a.privilege_type = 'CONNECT')
+             AND NOT EXISTS (
+                 SELECT 1 FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+                 WHERE d.datname = current_database() AND a.grantee = r.oid)
+             AND NOT EXISTS (
+                 SELECT 1 FROM pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+                 WHERE n.nspname = 'public'
+                   AND ((a.grantee = 0 AND a.privilege_type = 'CREATE') OR a.grantee = r.oid)))"
+        )
     };
 }
 
@@ -245,7 +272,11 @@ async fn in_order(
                AND NOT r.rolreplication AND NOT r.rolbypassrls AND r.rolinherit
                AND r.rolconnlimit = $3 AND r.rolvaliduntil = 'infinity'
                AND shobj_description(r.oid, 'pg_authid') IS NOT DISTINCT FROM $4
-               AND NOT EXISTS (SELECT 1 FROM pg_auth_members m WHERE m.member = r.oid)
+               AND NOT EXISTS (
+                   SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                   WHERE m.member = r.oid AND g.rolname <> '",
+        tenants_group!(),
+        "')
                AND EXISTS (
                    SELECT 1 FROM pg_namespace n
                    WHERE n.nspname = $2 AND n.nspowner = r.oid
@@ -332,27 +363,103 @@ impl Existing {
     }
 }
 
-/// Grants and revocations on objects every tenant shares: `CONNECT` for the role, no `CREATE` on
-/// `public` for anyone but its owner, nothing on `public` for the role itself.
+/// Grants and revocations on objects every tenant shares: membership in
+/// [`TENANTS_GROUP`] (made, with `CONNECT` on the database, by the first
+/// tenant that needs it), no direct grant on the database, no `CREATE` on
+/// `public` for anyone but its owner, nothing on `public` for the role.
 ///
-/// Checked before written, so the steady state takes no shared lock and writes no catalog row;
-/// written only under the shared lock (see the module header for why).
+/// Each part is checked before written, so the steady state writes no
+/// catalog row; the parts that change shared rows (the group, the
+/// database's and `public`'s ACLs) are written only under the shared lock
+/// (see the module header for why). Joining the group adds a row of its
+/// own and needs no lock.
+///
+/// On PostgreSQL 16 and later the membership is `SET FALSE`: a tenant role
+/// inherits the group's `CONNECT` but cannot act as the group. On 15 it can
+/// (`SET ROLE ember_tenants`), which gives it nothing: the group may create
+/// in no schema and owns nothing.
 async fn ensure_shared_grants(tx: &mut PgConnection, ids: &TenantIdentifiers) -> Result<(), DatabaseError> {
     const NEEDS_WORK: &str =
         concat!("SELECT NOT (", shared_grants_in_order!(), ") FROM pg_roles r WHERE r.rolname = $1");
     if !exists(tx, NEEDS_WORK, &ids.role).await? {
         return Ok(());
     }
-    lock(tx, LOCK_CLASS_SHARED, "shared").await?;
-    let database: String = sqlx::query_scalar("SELECT current_database()::text")
+    const STATE: &str = concat!(
+        "SELECT
+           EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '",
+        tenants_group!(),
+        "'),
+           EXISTS (SELECT 1 FROM pg_database d, pg_roles g, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+                   WHERE d.datname = current_database() AND g.rolname = '",
+        tenants_group!(),
+        "' AND a.grantee = g.oid AND a.privilege_type = 'CONNECT'),
+           EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                   WHERE m.member = r.oid AND g.rolname = '",
+        tenants_group!(),
+        "'),
+           EXISTS (SELECT 1 FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+                   WHERE d.datname = current_database() AND a.grantee = r.oid),
+           EXISTS (SELECT 1 FROM pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+                   WHERE n.nspname = 'public' AND a.grantee = 0 AND a.privilege_type = 'CREATE'),
+           EXISTS (SELECT 1 FROM pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+                   WHERE n.nspname = 'public' AND a.grantee = r.oid),
+           current_setting('server_version_num')::int >= 160000,
+           current_database()::text
+         FROM pg_roles r WHERE r.rolname = $1"
+    );
+    #[allow(clippy::type_complexity)]
+    let (group_exists, group_connects, member, direct_grant, public_create, role_on_public, set_option, database): (
+        bool,
+        bool,
+        bool,
+        bool,
+        bool,
+        bool,
+        bool,
+        String,
+    ) = sqlx::query_as(STATE)
+        .bind(&ids.role)
         .fetch_one(&mut *tx)
         .await
-        .map_err(|e| DatabaseError::from_sqlx("reading the database name", e))?;
-    let database = quote_identifier(&database)?;
-    let role = &ids.quoted_role;
-    execute(tx, "granting CONNECT", &format!("GRANT CONNECT ON DATABASE {database} TO {role}")).await?;
-    execute(tx, "closing the public schema", "REVOKE CREATE ON SCHEMA public FROM PUBLIC").await?;
-    execute(tx, "closing the public schema to the role", &format!("REVOKE ALL ON SCHEMA public FROM {role}")).await
+        .map_err(|e| DatabaseError::from_sqlx("reading the shared grants", e))?;
+    let (role, group, database) = (&ids.quoted_role, quote_identifier(TENANTS_GROUP)?, quote_identifier(&database)?);
+
+    if !group_exists || !group_connects || direct_grant || public_create || role_on_public {
+        lock(tx, LOCK_CLASS_SHARED, "shared").await?;
+    }
+    if !group_exists {
+        // Under the shared lock; another replica may have made it just before.
+        let create = format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {}) THEN \
+             CREATE ROLE {group} NOLOGIN NOINHERIT; END IF; END $$",
+            quote_literal(TENANTS_GROUP)?
+        );
+        execute(tx, "creating the tenants' group", &create).await?;
+    }
+    if !group_connects {
+        execute(
+            tx,
+            "granting CONNECT to the tenants' group",
+            &format!("GRANT CONNECT ON DATABASE {database} TO {group}"),
+        )
+        .await?;
+    }
+    if !member {
+        let options = if set_option { " WITH INHERIT TRUE, SET FALSE" } else { "" };
+        execute(tx, "joining the tenants' group", &format!("GRANT {group} TO {role}{options}")).await?;
+    }
+    if direct_grant {
+        let revoke = format!("REVOKE ALL ON DATABASE {database} FROM {role}");
+        execute(tx, "revoking the role's own grant on the database", &revoke).await?;
+    }
+    if public_create {
+        execute(tx, "closing the public schema", "REVOKE CREATE ON SCHEMA public FROM PUBLIC").await?;
+    }
+    if role_on_public {
+        execute(tx, "closing the public schema to the role", &format!("REVOKE ALL ON SCHEMA public FROM {role}"))
+            .await?;
+    }
+    Ok(())
 }
 
 /// For `deletionPolicy: Retain`: keeps schema and data, disables the role's login and ends its
@@ -419,15 +526,16 @@ async fn drop_existing(pool: &PgPool, ids: &TenantIdentifiers) -> Result<(), Dat
     tx.commit().await.map_err(|e| DatabaseError::from_sqlx("committing", e))
 }
 
-/// Revokes every role membership the tenant role holds. Tenant roles are never meant to be members
-/// of anything; a role of that name that existed before (made by hand, or restored) might carry
-/// e.g. `pg_read_all_data` or another tenant's role, which would undo the isolation.
+/// Revokes every role membership the tenant role holds besides [`TENANTS_GROUP`]. A role of that
+/// name that existed before (made by hand, or restored) might carry e.g. `pg_read_all_data` or
+/// another tenant's role, which would undo the isolation.
 async fn leave_other_roles(tx: &mut PgConnection, ids: &TenantIdentifiers) -> Result<(), DatabaseError> {
     let groups: Vec<String> = sqlx::query_scalar(
         "SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
-         WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = $1)",
+         WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = $1) AND g.rolname <> $2",
     )
     .bind(&ids.role)
+    .bind(TENANTS_GROUP)
     .fetch_all(&mut *tx)
     .await
     .map_err(|e| DatabaseError::from_sqlx("reading the role's memberships", e))?;
