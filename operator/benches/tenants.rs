@@ -367,12 +367,11 @@ async fn baseline(client: &Client, prefix: &str, n: usize, concurrency: usize) -
                     "stringData": {"password": "p", "url": "postgres://u:p@h:5432/d"},
                 }))
                 .unwrap();
-                let policies = try_join_all(children.network_policies.iter().map(|p| apply_namespaced(&client, p)));
                 let bindings = try_join_all(children.role_bindings.iter().map(|b| apply_namespaced(&client, b)));
                 tokio::try_join!(
                     apply_namespaced(&client, &children.quota),
                     apply_namespaced(&client, &children.limit_range),
-                    policies,
+                    apply_namespaced(&client, &children.network_policy),
                     apply_namespaced(&client, &children.service_account),
                     bindings,
                     // The binding's escalation check needs the role to exist.
@@ -405,9 +404,7 @@ fn children_of(name: &str) -> TenantChildren {
     children.service_account.metadata.owner_references = None;
     children.reader_role.metadata.owner_references = None;
     children.reader_binding.metadata.owner_references = None;
-    for policy in &mut children.network_policies {
-        policy.metadata.owner_references = None;
-    }
+    children.network_policy.metadata.owner_references = None;
     for binding in &mut children.role_bindings {
         binding.metadata.owner_references = None;
     }

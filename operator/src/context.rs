@@ -11,6 +11,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use crate::config::OperatorConfig;
 use crate::database::{DatabaseServer, PasswordMemo};
 use crate::metrics::Metrics;
+use crate::tenant::legacy::LegacyPolicies;
 use crate::tenant::quota_gate::QuotaGate;
 use crate::written::Written;
 
@@ -26,6 +27,8 @@ pub struct Context {
     pub written: Arc<Written>,
     /// Tenant passes waiting for their quota to be enforced.
     pub quotas: Arc<QuotaGate>,
+    /// NetworkPolicies of earlier versions still to be removed.
+    pub legacy_policies: Arc<LegacyPolicies>,
     failures: Arc<Mutex<HashMap<String, u32>>>,
     /// Admin connection pools per database server, rebuilt when credentials change.
     #[allow(clippy::type_complexity)]
@@ -52,6 +55,7 @@ impl Context {
             metrics,
             written: Default::default(),
             quotas: Default::default(),
+            legacy_policies: Default::default(),
             failures: Default::default(),
             pools: Default::default(),
         }

@@ -111,7 +111,7 @@ fn operator_rbac_is_exactly_the_reviewed_list() {
     // namespace for the database servers' admin Secrets.
     grant("", &["secrets"], &["get", "list", "watch", "patch"], r#" ["ember-database"]"#);
     grant("", &["secrets"], &["create", "get"], "");
-    grant("networking.k8s.io", &["networkpolicies"], manage, "");
+    grant("networking.k8s.io", &["networkpolicies"], &["get", "list", "watch", "create", "patch", "delete"], "");
     grant("rbac.authorization.k8s.io", &["rolebindings", "clusterroles", "clusterrolebindings"], manage, "");
     grant(
         "rbac.authorization.k8s.io",

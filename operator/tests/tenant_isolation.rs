@@ -124,7 +124,7 @@ async fn tenants_are_isolated_from_each_other_and_from_the_platform() {
             // what the operator owns in her own namespace
             ("update", "resourcequotas", a, Some("ember-quota")),
             ("delete", "limitranges", a, Some("ember-defaults")),
-            ("patch", "networkpolicies.networking.k8s.io", a, Some("ember-default-deny")),
+            ("patch", "networkpolicies.networking.k8s.io", a, Some("ember-network")),
             ("delete", "networkpolicies.networking.k8s.io", a, None),
             ("create", "rolebindings.rbac.authorization.k8s.io", a, None),
             ("patch", "rolebindings.rbac.authorization.k8s.io", a, Some("ember-owners")),

@@ -91,9 +91,10 @@ async fn create_makes_every_child(admin: &Client, tenants: &Api<Tenant>, pg: &Po
     let policies =
         Api::<NetworkPolicy>::namespaced(admin.clone(), "tenant-acme").list(&Default::default()).await.unwrap();
     let names: Vec<_> = policies.items.iter().map(|p| p.name_any()).collect();
-    for expected in ["ember-default-deny", "ember-allow-dns", "ember-allow-platform", "ember-allow-database"] {
-        assert!(names.contains(&expected.to_owned()), "missing {expected} in {names:?}");
-    }
+    assert_eq!(names, ["ember-network"], "one policy per tenant namespace");
+    let policy = serde_json::to_string(&policies.items[0].spec).unwrap();
+    assert!(policy.contains(r#""policyTypes":["Ingress","Egress"]"#), "{policy}");
+    assert!(policy.contains("kube-dns") && policy.contains("ember-system"), "DNS and the platform: {policy}");
 
     let owners = Api::<RoleBinding>::namespaced(admin.clone(), "tenant-acme").get("ember-owners").await.unwrap();
     assert_eq!(owners.role_ref.name, "ember-tenant-admin");
@@ -180,9 +181,8 @@ async fn updates_and_hand_edits_converge(admin: &Client, tenants: &Api<Tenant>) 
         .await
         .unwrap();
     assert!(reader.subjects.unwrap().iter().any(|s| s.name == "bob@acme.example"), "bob cannot read his Tenant");
-    let extra = policies.get("ember-allow-extra-namespaces").await.unwrap();
-    let selector = serde_json::to_value(&extra.spec.unwrap().ingress.unwrap()[0].from.as_ref().unwrap()[0]).unwrap();
-    let rendered = selector.to_string();
+    let policy = policies.get("ember-network").await.unwrap();
+    let rendered = serde_json::to_string(&policy.spec.unwrap().ingress).unwrap();
     assert!(rendered.contains("monitoring") && !rendered.contains("ingress-nginx"), "extra namespaces: {rendered}");
 
     // A hand edit of a child is reverted.
@@ -197,16 +197,40 @@ async fn updates_and_hand_edits_converge(admin: &Client, tenants: &Api<Tenant>) 
     wait_for_quota_cpu(&quotas, "12", "hand-edited quota restored").await;
 
     // A deleted child comes back.
-    policies.delete("ember-default-deny", &DeleteParams::default()).await.unwrap();
+    policies.delete("ember-network", &DeleteParams::default()).await.unwrap();
     poll::until_async("deleted policy restored", TIMEOUT, async || {
-        Ok(policies
-            .get_opt("ember-default-deny")
-            .await
-            .map_err(|e| ember_testenv::Error::Kube(e.to_string()))?
-            .map(|_| ()))
+        Ok(policies.get_opt("ember-network").await.map_err(|e| ember_testenv::Error::Kube(e.to_string()))?.map(|_| ()))
     })
     .await
     .unwrap();
+
+    // A per-purpose policy of an earlier version (one that allowed every
+    // namespace in) is removed; the one policy stays.
+    let uid = tenants.get("acme").await.unwrap().uid().unwrap();
+    let legacy: NetworkPolicy = serde_json::from_value(json!({
+        "metadata": {
+            "name": "ember-allow-extra-namespaces", "namespace": "tenant-acme",
+            "labels": {"app.kubernetes.io/managed-by": "ember-operator", "app.kubernetes.io/part-of": "ember",
+                       "ember.dev/tenant": "acme"},
+            "ownerReferences": [{"apiVersion": "ember.dev/v1alpha1", "kind": "Tenant", "name": "acme", "uid": uid,
+                                 "controller": true, "blockOwnerDeletion": true}],
+        },
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [{"namespaceSelector": {}}]}]},
+    }))
+    .unwrap();
+    policies.create(&PostParams::default(), &legacy).await.unwrap();
+    poll::until_async("legacy policy removed", TIMEOUT, async || {
+        let gone = policies
+            .get_opt("ember-allow-extra-namespaces")
+            .await
+            .map_err(|e| ember_testenv::Error::Kube(e.to_string()))?
+            .is_none();
+        Ok(gone.then_some(()))
+    })
+    .await
+    .unwrap();
+    let names: Vec<_> = policies.list(&Default::default()).await.unwrap().items.iter().map(|p| p.name_any()).collect();
+    assert_eq!(names, ["ember-network"]);
 }
 
 /// Waits until the tenant quota's `requests.cpu` is `cpu`.

@@ -22,17 +22,20 @@ pub async fn apply_namespace(ctx: &Context, children: &TenantChildren) -> Result
     Ok(())
 }
 
-/// Applies quota, limit range, policies, service account and the reader
-/// role concurrently. Returns the quota as the API server has it when it
+/// Applies quota, limit range, network policy, service account and the
+/// reader role concurrently. Returns the quota as the API server has it when it
 /// was sent (`None` when it was already in place).
 pub async fn apply_base_children(ctx: &Context, children: &TenantChildren) -> Result<Option<ResourceQuota>> {
     let (client, written) = (&ctx.client, ctx.written.as_ref());
-    let policies =
-        try_join_all(children.network_policies.iter().map(|p| apply_namespaced_remembered(client, written, p)));
+    // Old per-purpose policies go only once the one policy replacing them is in place.
+    let policy = async {
+        apply_namespaced_remembered(client, written, &children.network_policy).await?;
+        ctx.legacy_policies.remove(client, &children.network_policy.namespace().unwrap_or_default()).await
+    };
     let (quota, ..) = tokio::try_join!(
         apply_namespaced_remembered(client, written, &children.quota),
         apply_namespaced_remembered(client, written, &children.limit_range),
-        policies,
+        policy,
         apply_namespaced_remembered(client, written, &children.service_account),
         async {
             apply_cluster_remembered(client, written, &children.reader_role).await?;

@@ -35,13 +35,19 @@ pub mod child_names {
     pub const QUOTA: &str = "ember-quota";
     pub const LIMIT_RANGE: &str = "ember-defaults";
     pub const WORKLOAD_SERVICE_ACCOUNT: &str = "ember-workload";
-    pub const POLICY_DEFAULT_DENY: &str = "ember-default-deny";
-    pub const POLICY_SAME_NAMESPACE: &str = "ember-allow-same-namespace";
-    pub const POLICY_DNS: &str = "ember-allow-dns";
-    pub const POLICY_PLATFORM: &str = "ember-allow-platform";
-    pub const POLICY_EXTRA_NAMESPACES: &str = "ember-allow-extra-namespaces";
-    pub const POLICY_DATABASE: &str = "ember-allow-database";
-    pub const POLICY_MODEL_STORES: &str = "ember-allow-model-stores";
+    pub const NETWORK_POLICY: &str = "ember-network";
+    /// The per-purpose policies of earlier versions, which
+    /// [`NETWORK_POLICY`] replaced; removed where found
+    /// ([`crate::tenant::legacy`]).
+    pub const LEGACY_POLICIES: [&str; 7] = [
+        "ember-default-deny",
+        "ember-allow-same-namespace",
+        "ember-allow-dns",
+        "ember-allow-platform",
+        "ember-allow-extra-namespaces",
+        "ember-allow-database",
+        "ember-allow-model-stores",
+    ];
     pub const BINDING_OWNERS: &str = "ember-owners";
     pub const BINDING_EDITORS: &str = "ember-editors";
     pub const BINDING_VIEWERS: &str = "ember-viewers";
@@ -75,7 +81,7 @@ pub struct TenantChildren {
     pub namespace: Namespace,
     pub quota: ResourceQuota,
     pub limit_range: LimitRange,
-    pub network_policies: Vec<NetworkPolicy>,
+    pub network_policy: NetworkPolicy,
     pub service_account: ServiceAccount,
     pub role_bindings: Vec<RoleBinding>,
     pub reader_role: ClusterRole,
@@ -120,7 +126,7 @@ pub fn desired_children(tenant: &Tenant, platform_namespace: &str, egress: Egres
         namespace: namespace(&name, &owner),
         quota: quota(tenant, &ns, &owner),
         limit_range: limit_range(&name, &ns, &owner),
-        network_policies: network_policies(tenant, &ns, platform_namespace, egress, &owner),
+        network_policy: network_policy(tenant, &ns, platform_namespace, egress, &owner),
         service_account: ServiceAccount {
             metadata: meta(child_names::WORKLOAD_SERVICE_ACCOUNT, Some(&ns), &name, &owner),
             // Model pods never talk to the Kubernetes API.
@@ -194,134 +200,83 @@ fn namespace_selector(names: &[&str]) -> LabelSelector {
     }
 }
 
-fn policy(
-    name: &str,
-    tenant: &str,
-    ns: &str,
-    owner: &OwnerReference,
-    ingress: Option<Vec<NetworkPolicyIngressRule>>,
-    egress: Option<Vec<NetworkPolicyEgressRule>>,
-) -> NetworkPolicy {
-    let mut types = Vec::new();
-    if ingress.is_some() {
-        types.push("Ingress".to_owned());
-    }
-    if egress.is_some() {
-        types.push("Egress".to_owned());
-    }
-    // The API server drops empty rule lists; sending `[]` would make every
-    // server-side apply a change (a write and a watch event that triggers the
-    // next reconcile: a hot loop). No rules is expressed by leaving them out.
-    NetworkPolicy {
-        metadata: meta(name, Some(ns), tenant, owner),
-        spec: Some(NetworkPolicySpec {
-            pod_selector: Some(LabelSelector::default()),
-            policy_types: Some(types),
-            ingress: ingress.filter(|rules| !rules.is_empty()),
-            egress: egress.filter(|rules| !rules.is_empty()),
-        }),
-    }
-}
-
 fn port(protocol: &str, number: i32) -> NetworkPolicyPort {
     NetworkPolicyPort { protocol: Some(protocol.into()), port: Some(IntOrString::Int(number)), end_port: None }
 }
 
-fn network_policies(
+/// The tenant namespace's one NetworkPolicy. It selects every pod for both
+/// directions, so whatever its rules do not allow is denied; its rules are
+/// what the namespace may do beyond that:
+/// - in: from its own pods, from the platform namespace (ember-api's
+///   inference proxy), from `spec.network.allowFromNamespaces`;
+/// - out: to its own pods, to cluster DNS (port 53), to its database
+///   server and to the platform's model stores, each on its ports only.
+///
+/// One policy instead of one per purpose: NetworkPolicies add up, so the
+/// union of the rules is the same, at one object (one write, one watch
+/// event) per tenant instead of seven.
+fn network_policy(
     tenant: &Tenant,
     ns: &str,
     platform_namespace: &str,
     egress: Egress<'_>,
     owner: &OwnerReference,
-) -> Vec<NetworkPolicy> {
-    use child_names::*;
-    let name = tenant.name_any();
+) -> NetworkPolicy {
     let same_namespace = NetworkPolicyPeer { pod_selector: Some(LabelSelector::default()), ..Default::default() };
-    let mut policies = vec![
-        // Everything is denied unless another policy allows it.
-        policy(POLICY_DEFAULT_DENY, &name, ns, owner, Some(vec![]), Some(vec![])),
-        policy(
-            POLICY_SAME_NAMESPACE,
-            &name,
-            ns,
-            owner,
-            Some(vec![NetworkPolicyIngressRule { from: Some(vec![same_namespace.clone()]), ports: None }]),
-            Some(vec![NetworkPolicyEgressRule { to: Some(vec![same_namespace]), ports: None }]),
-        ),
-        policy(
-            POLICY_DNS,
-            &name,
-            ns,
-            owner,
-            None,
-            Some(vec![NetworkPolicyEgressRule {
-                to: Some(vec![NetworkPolicyPeer {
-                    namespace_selector: Some(namespace_selector(&["kube-system"])),
-                    pod_selector: Some(LabelSelector {
-                        match_labels: Some(BTreeMap::from([("k8s-app".to_owned(), "kube-dns".to_owned())])),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }]),
-                ports: Some(vec![port("UDP", 53), port("TCP", 53)]),
-            }]),
-        ),
-        policy(
-            POLICY_PLATFORM,
-            &name,
-            ns,
-            owner,
-            Some(vec![NetworkPolicyIngressRule {
-                from: Some(vec![NetworkPolicyPeer {
-                    namespace_selector: Some(namespace_selector(&[platform_namespace])),
-                    ..Default::default()
-                }]),
-                ports: None,
-            }]),
-            None,
-        ),
+    let from_namespaces = |names: &[&str]| NetworkPolicyIngressRule {
+        from: Some(vec![NetworkPolicyPeer {
+            namespace_selector: Some(namespace_selector(names)),
+            ..Default::default()
+        }]),
+        ports: None,
+    };
+    let to_addresses = |cidr: &str, ports: Vec<NetworkPolicyPort>| NetworkPolicyEgressRule {
+        to: Some(vec![NetworkPolicyPeer {
+            ip_block: Some(IPBlock { cidr: cidr.to_owned(), except: None }),
+            ..Default::default()
+        }]),
+        ports: Some(ports),
+    };
+
+    let mut ingress = vec![
+        NetworkPolicyIngressRule { from: Some(vec![same_namespace.clone()]), ports: None },
+        from_namespaces(&[platform_namespace]),
     ];
-    // Always present so that emptying the list takes effect: a policy with
-    // no rules allows nothing (an empty `from` would allow everything).
+    // Only when listed: a rule with an empty `from` would allow everything.
     let extra: Vec<&str> = tenant.spec.network.allow_from_namespaces.iter().map(String::as_str).collect();
-    let extra_rules = if extra.is_empty() {
-        vec![]
-    } else {
-        vec![NetworkPolicyIngressRule {
-            from: Some(vec![NetworkPolicyPeer {
-                namespace_selector: Some(namespace_selector(&extra)),
-                ..Default::default()
-            }]),
-            ports: None,
-        }]
+    if !extra.is_empty() {
+        ingress.push(from_namespaces(&extra));
+    }
+
+    let dns = NetworkPolicyPeer {
+        namespace_selector: Some(namespace_selector(&["kube-system"])),
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([("k8s-app".to_owned(), "kube-dns".to_owned())])),
+            ..Default::default()
+        }),
+        ..Default::default()
     };
-    policies.push(policy(POLICY_EXTRA_NAMESPACES, &name, ns, owner, Some(extra_rules), None));
-    let database_rules = match egress.database {
-        Some(db) => vec![NetworkPolicyEgressRule {
-            to: Some(vec![NetworkPolicyPeer {
-                ip_block: Some(IPBlock { cidr: db.cidr.clone(), except: None }),
-                ..Default::default()
-            }]),
-            ports: Some(vec![port("TCP", i32::from(db.port))]),
-        }],
-        None => vec![],
-    };
-    policies.push(policy(POLICY_DATABASE, &name, ns, owner, None, Some(database_rules)));
-    // One rule per store: its address range on its ports only. Always
-    // present (possibly empty) so removing the last store takes effect.
-    let store_rules = egress
-        .model_stores
-        .iter()
-        .map(|store| NetworkPolicyEgressRule {
-            to: Some(vec![NetworkPolicyPeer {
-                ip_block: Some(IPBlock { cidr: store.cidr.clone(), except: None }),
-                ..Default::default()
-            }]),
-            ports: Some(store.ports.iter().map(|p| port("TCP", i32::from(*p))).collect()),
-        })
-        .collect();
-    policies.push(policy(POLICY_MODEL_STORES, &name, ns, owner, None, Some(store_rules)));
-    policies
+    let mut egress_rules = vec![
+        NetworkPolicyEgressRule { to: Some(vec![same_namespace]), ports: None },
+        NetworkPolicyEgressRule { to: Some(vec![dns]), ports: Some(vec![port("UDP", 53), port("TCP", 53)]) },
+    ];
+    if let Some(db) = egress.database {
+        egress_rules.push(to_addresses(&db.cidr, vec![port("TCP", i32::from(db.port))]));
+    }
+    // One rule per store: its address range on its ports only.
+    for store in egress.model_stores {
+        egress_rules.push(to_addresses(&store.cidr, store.ports.iter().map(|p| port("TCP", i32::from(*p))).collect()));
+    }
+
+    NetworkPolicy {
+        metadata: meta(child_names::NETWORK_POLICY, Some(ns), &tenant.name_any(), owner),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector::default()),
+            policy_types: Some(vec!["Ingress".to_owned(), "Egress".to_owned()]),
+            ingress: Some(ingress),
+            egress: Some(egress_rules),
+        }),
+    }
 }
 
 fn rbac_subject(kind: SubjectKind, name: &str) -> RbacSubject {
@@ -463,30 +418,37 @@ mod tests {
         assert_eq!(hard["services.loadbalancers"].0, "0");
     }
 
+    /// The peers of a policy's rules, rendered, for compact assertions.
+    fn peers(rules: &[impl serde::Serialize]) -> Vec<String> {
+        rules.iter().map(|r| serde_json::to_string(r).unwrap()).collect()
+    }
+
     #[test]
-    fn network_policies_deny_by_default_and_allow_only_what_is_listed() {
+    fn one_network_policy_denies_by_default_and_allows_only_what_is_listed() {
         let mut t = tenant();
         let db = DatabaseEndpoint { cidr: "10.1.2.3/32".into(), port: 5432 };
-        let policies = desired_children(&t, "ember-system", Egress { database: Some(&db), model_stores: &[] })
+        let policy = desired_children(&t, "ember-system", Egress { database: Some(&db), model_stores: &[] })
             .unwrap()
-            .network_policies;
-        let by_name = |n: &str| policies.iter().find(|p| p.metadata.name.as_deref() == Some(n)).unwrap().clone();
-        let deny = by_name(child_names::POLICY_DEFAULT_DENY).spec.unwrap();
-        assert_eq!(deny.policy_types.unwrap(), vec!["Ingress", "Egress"]);
-        // Omitted, not `[]`: the API server would drop empty lists and every apply would differ.
-        assert_eq!((deny.ingress, deny.egress), (None, None));
-        let extra = by_name(child_names::POLICY_EXTRA_NAMESPACES).spec.unwrap();
-        assert_eq!(extra.policy_types.unwrap(), vec!["Ingress"]);
-        assert!(extra.ingress.is_none(), "no extra namespaces: no rules, not an allow-all rule");
-        let database = by_name(child_names::POLICY_DATABASE).spec.unwrap().egress.unwrap();
-        assert_eq!(database[0].to.as_ref().unwrap()[0].ip_block.as_ref().unwrap().cidr, "10.1.2.3/32");
+            .network_policy;
+        assert_eq!(policy.metadata.name.as_deref(), Some(child_names::NETWORK_POLICY));
+        let spec = policy.spec.unwrap();
+        assert_eq!(spec.pod_selector, Some(LabelSelector::default()), "every pod of the namespace");
+        assert_eq!(spec.policy_types.unwrap(), vec!["Ingress", "Egress"], "both directions denied unless allowed");
+        let ingress = peers(&spec.ingress.unwrap());
+        assert_eq!(ingress.len(), 2, "own pods and the platform, nothing else: {ingress:?}");
+        assert!(ingress[0].contains(r#""podSelector":{}"#) && !ingress[0].contains("namespaceSelector"));
+        assert!(ingress[1].contains(r#""values":["ember-system"]"#));
+        let egress = peers(&spec.egress.unwrap());
+        assert_eq!(egress.len(), 3, "own pods, DNS, the database: {egress:?}");
+        assert!(egress[1].contains("kube-dns") && egress[1].contains(r#""port":53"#));
+        assert!(egress[2].contains(r#""cidr":"10.1.2.3/32""#) && egress[2].contains(r#""port":5432"#));
 
         t.spec.network.allow_from_namespaces = vec!["ingress-nginx".into()];
-        let policies = desired_children(&t, "ember-system", NO_EGRESS).unwrap().network_policies;
-        let extra = policies.iter().find(|p| p.metadata.name.as_deref() == Some(child_names::POLICY_EXTRA_NAMESPACES));
-        let rules = extra.unwrap().spec.clone().unwrap().ingress.unwrap();
-        let selector = rules[0].from.as_ref().unwrap()[0].namespace_selector.clone().unwrap();
-        assert_eq!(selector.match_expressions.unwrap()[0].values.clone().unwrap(), vec!["ingress-nginx"]);
+        let spec = desired_children(&t, "ember-system", NO_EGRESS).unwrap().network_policy.spec.unwrap();
+        let ingress = peers(&spec.ingress.unwrap());
+        assert_eq!(ingress.len(), 3);
+        assert!(ingress[2].contains(r#""values":["ingress-nginx"]"#));
+        assert_eq!(peers(&spec.egress.unwrap()).len(), 2, "no database server: no database rule");
     }
 
     #[test]
@@ -496,22 +458,12 @@ mod tests {
             ModelStoreConfig { name: "b".into(), cidr: "10.2.0.0/16".into(), ports: vec![443, 80] },
         ];
         let egress = Egress { database: None, model_stores: &stores };
-        let policies = desired_children(&tenant(), "ember-system", egress).unwrap().network_policies;
-        let stores_policy =
-            policies.iter().find(|p| p.metadata.name.as_deref() == Some(child_names::POLICY_MODEL_STORES)).unwrap();
-        let spec = stores_policy.spec.clone().unwrap();
-        assert_eq!(spec.policy_types.unwrap(), vec!["Egress"]);
-        let rules = spec.egress.unwrap();
-        assert_eq!(rules.len(), 2);
-        assert_eq!(rules[0].to.as_ref().unwrap()[0].ip_block.as_ref().unwrap().cidr, "10.89.0.1/32");
-        let ports: Vec<_> = rules[1].ports.as_ref().unwrap().iter().map(|p| p.port.clone().unwrap()).collect();
+        let rules = desired_children(&tenant(), "ember-system", egress).unwrap().network_policy.spec.unwrap().egress;
+        let rules = rules.unwrap();
+        assert_eq!(rules.len(), 4, "own pods, DNS, two stores");
+        assert_eq!(rules[2].to.as_ref().unwrap()[0].ip_block.as_ref().unwrap().cidr, "10.89.0.1/32");
+        let ports: Vec<_> = rules[3].ports.as_ref().unwrap().iter().map(|p| p.port.clone().unwrap()).collect();
         assert_eq!(ports, vec![IntOrString::Int(443), IntOrString::Int(80)]);
-
-        // Without stores the policy stays, allowing nothing.
-        let policies = desired_children(&tenant(), "ember-system", NO_EGRESS).unwrap().network_policies;
-        let empty =
-            policies.iter().find(|p| p.metadata.name.as_deref() == Some(child_names::POLICY_MODEL_STORES)).unwrap();
-        assert_eq!(empty.spec.clone().unwrap().egress, None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod build;
 pub mod database;
+pub mod legacy;
 pub mod quota_gate;
 pub mod reconcile;
 pub mod status;
@@ -59,7 +60,7 @@ pub async fn run(
         .watches_stream(changed_by_others::<Namespace>(&client, ours.clone(), w, live_fingerprint), owning_tenant)
         .watches_stream(quota_changes(&client, ours.clone(), w, &ctx.quotas), owning_tenant)
         .watches_stream(changed_by_others(&client, ours.clone(), w, live_fingerprint), owning_tenant::<LimitRange>)
-        .watches_stream(changed_by_others(&client, ours.clone(), w, live_fingerprint), owning_tenant::<NetworkPolicy>)
+        .watches_stream(policy_changes(&client, ours.clone(), w, &ctx.legacy_policies), owning_tenant)
         .watches_stream(changed_by_others(&client, ours.clone(), w, live_fingerprint), owning_tenant::<ServiceAccount>)
         .watches_stream(changed_by_others(&client, ours.clone(), w, live_fingerprint), owning_tenant::<RoleBinding>)
         // By name too: the operator may read no other Secret (its RBAC names
@@ -136,6 +137,32 @@ fn quota_changes(
             watcher::Event::Init | watcher::Event::InitDone => None,
         };
         future::ready(Ok(quota))
+    })
+}
+
+/// NetworkPolicy events that wake a Tenant: changes by others, and
+/// policies of an earlier version still to be removed ([`legacy`]).
+fn policy_changes(
+    client: &kube::Client,
+    config: watcher::Config,
+    written: &Arc<Written>,
+    legacy: &Arc<legacy::LegacyPolicies>,
+) -> impl Stream<Item = Result<NetworkPolicy, watcher::Error>> + Send + 'static {
+    let mut tracker = EventTracker::new(written.clone(), live_fingerprint);
+    let legacy = legacy.clone();
+    watcher(Api::<NetworkPolicy>::all(client.clone()), config).default_backoff().try_filter_map(move |event| {
+        let changed = tracker.note(&event);
+        let policy = match event {
+            watcher::Event::Apply(policy) | watcher::Event::InitApply(policy) => {
+                (legacy.observe(&policy, false) || changed).then_some(policy)
+            }
+            watcher::Event::Delete(policy) => {
+                legacy.observe(&policy, true);
+                changed.then_some(policy)
+            }
+            watcher::Event::Init | watcher::Event::InitDone => None,
+        };
+        future::ready(Ok(policy))
     })
 }
 
