@@ -1,24 +1,29 @@
 //! Benchmark (not a test): MiniLM sentences/s and p50/p99 latency in-process
-//! at batch 1, 8 and 32, over HTTP with 1, 4 and 16 concurrent clients, and
-//! the same sentences through sentence-transformers on PyTorch CPU in the
-//! same run, printed as a Markdown table with the speed ratio.
+//! at batch 1, 8 and 32 on two text sets (64 short sentences; 32 long
+//! paragraphs of 128–256 tokens), over HTTP with 1, 4 and 16 concurrent
+//! clients, and the same texts through two reference stacks in the same run
+//! — ONNX Runtime and sentence-transformers on PyTorch, both CPU, fp32 —
+//! printed as Markdown tables with ember's speed ratio to each.
 //!
 //! cargo bench -p ember-runtime --bench throughput
 //! EMBER_BENCH_PYTHON=/path/to/venv/bin/python picks the Python that has
-//! sentence-transformers (default `python3`; the rows are skipped without it).
-//! EMBER_BENCH_THREADS sets the compute threads of both (default: CPU quota).
-//! EMBER_BENCH_ROUNDS: in-process ember and PyTorch alternate this many
-//! rounds (default 2); each row reports its best round.
+//! sentence-transformers and onnxruntime (default `python3`; a reference
+//! whose packages are missing is skipped, with the reason printed).
+//! EMBER_BENCH_THREADS sets the compute threads of all three (default: CPU
+//! quota). EMBER_BENCH_ROUNDS: in-process ember and the references alternate
+//! this many rounds (default 2); each row reports its best round.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use burn::tensor::Device;
 use ember_runtime::model::{Architecture, Item, Model, ModelFiles, Task};
+use ember_runtime::tokenize::TextTokenizer;
 use serde_json::{Value, json};
 use support::{TestServer, minilm_args, minilm_dir};
 
@@ -26,9 +31,11 @@ const BATCHES: [usize; 3] = [1, 8, 32];
 const CLIENTS: [usize; 3] = [1, 4, 16];
 /// Each measurement runs at least this long (and at least 3 rounds).
 const MIN_TIME: Duration = Duration::from_secs(3);
+/// Where sentence-transformers truncates all-MiniLM-L6-v2; ember serves the same.
+const MAX_TOKENS: usize = 256;
 
 /// 64 short, varied English sentences (8–14 words), fixed for every run.
-fn sentences() -> Vec<String> {
+fn short_sentences() -> Vec<String> {
     let subjects = [
         "The operator",
         "A tenant",
@@ -55,6 +62,68 @@ fn sentences() -> Vec<String> {
         .collect()
 }
 
+/// 32 paragraphs of 128–256 tokens (special tokens included), spread evenly
+/// over that range: sentences from a fixed generator appended until the
+/// paragraph reaches its target length under the model's own tokenizer.
+/// Deterministic, so every run (and every reference) sees the same texts.
+fn long_paragraphs(tokenizer: &TextTokenizer) -> Vec<String> {
+    let openings =
+        ["In the morning", "After the upgrade", "During the audit", "When traffic peaked", "Later that week"];
+    let subjects = ["the platform team", "a new tenant", "the on-call engineer", "our batch scheduler", "the gateway"];
+    let verbs = ["reviewed", "migrated", "rebuilt", "profiled", "documented", "throttled", "replayed"];
+    let objects = [
+        "the embedding service behind the search page",
+        "every quota that billing had flagged as unusual",
+        "three months of request logs from the eu-west region",
+        "the dashboards that track p99 latency per model",
+        "a slow database query in the invoicing path",
+        "the retry policy of the nightly export jobs",
+    ];
+    let endings = ["without downtime.", "before lunch.", "and wrote a short report.", "with help from support."];
+    // A small linear congruential generator: the same sequence on every run.
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut pick = move |n: usize| {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        ((state >> 33) % n as u64) as usize
+    };
+    let count = 32;
+    (0..count)
+        .map(|i| {
+            let target = 128 + i * (MAX_TOKENS - 20 - 128) / (count - 1);
+            let mut text = String::new();
+            while tokenizer.encode(&[&text]).unwrap()[0].len() < target {
+                let sentence = format!(
+                    "{}, {} {} {} {} ",
+                    openings[pick(openings.len())],
+                    subjects[pick(subjects.len())],
+                    verbs[pick(verbs.len())],
+                    objects[pick(objects.len())],
+                    endings[pick(endings.len())]
+                );
+                text.push_str(&sentence);
+            }
+            text.trim_end().to_owned()
+        })
+        .collect()
+}
+
+/// One set of texts every stack encodes.
+struct TextSet {
+    name: &'static str,
+    texts: Vec<String>,
+    /// Shortest and longest text in tokens, special tokens included.
+    tokens: (usize, usize),
+}
+
+impl TextSet {
+    fn new(name: &'static str, texts: Vec<String>, tokenizer: &TextTokenizer) -> Self {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let lengths: Vec<usize> = tokenizer.encode(&refs).unwrap().iter().map(Vec::len).collect();
+        let tokens = (*lengths.iter().min().unwrap(), *lengths.iter().max().unwrap());
+        Self { name, texts, tokens }
+    }
+}
+
 #[derive(Debug)]
 struct Row {
     label: String,
@@ -76,9 +145,9 @@ fn percentile(values: &mut [f64], q: f64) -> f64 {
     values[((values.len() - 1) as f64 * q).round() as usize]
 }
 
-fn in_process(model: &Model, sentences: &[String], batch: usize) -> Row {
+fn in_process(model: &Model, texts: &[String], batch: usize) -> Row {
     let chunks: Vec<Vec<Item>> =
-        sentences.chunks_exact(batch).map(|c| c.iter().cloned().map(Item::Text).collect()).collect();
+        texts.chunks_exact(batch).map(|c| c.iter().cloned().map(Item::Text).collect()).collect();
     model.infer(chunks[0].clone()).unwrap();
     let mut latencies = Vec::new();
     let mut done = 0;
@@ -102,7 +171,39 @@ fn in_process(model: &Model, sentences: &[String], batch: usize) -> Row {
     }
 }
 
-async fn over_http(url: &str, sentences: Arc<Vec<String>>, clients: usize) -> Row {
+/// The HTTP endpoints the bench drives, one sentence per request.
+#[derive(Debug, Clone, Copy)]
+enum Endpoint {
+    V2Json,
+    OpenAi,
+}
+
+impl Endpoint {
+    fn path(self) -> &'static str {
+        match self {
+            Endpoint::V2Json => "/v2/models/minilm/infer",
+            Endpoint::OpenAi => "/v1/embeddings",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Endpoint::V2Json => "HTTP v2 JSON",
+            Endpoint::OpenAi => "HTTP /v1/embeddings",
+        }
+    }
+
+    fn body(self, sentence: &str) -> Value {
+        match self {
+            Endpoint::V2Json => {
+                json!({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [sentence]}]})
+            }
+            Endpoint::OpenAi => json!({"input": sentence, "model": "minilm"}),
+        }
+    }
+}
+
+async fn over_http(url: &str, endpoint: Endpoint, sentences: Arc<Vec<String>>, clients: usize) -> Row {
     let client = reqwest::Client::new();
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -112,7 +213,7 @@ async fn over_http(url: &str, sentences: Arc<Vec<String>>, clients: usize) -> Ro
             let mut latencies = Vec::new();
             let mut i = c;
             while started.elapsed() < MIN_TIME || latencies.len() < 10 {
-                let body = json!({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [sentences[i % sentences.len()]]}]});
+                let body = endpoint.body(&sentences[i % sentences.len()]);
                 let t0 = Instant::now();
                 let response = client.post(&url).json(&body).send().await.unwrap();
                 assert_eq!(response.status(), 200);
@@ -129,44 +230,162 @@ async fn over_http(url: &str, sentences: Arc<Vec<String>>, clients: usize) -> Ro
     }
     let per_second = latencies.len() as f64 / started.elapsed().as_secs_f64();
     Row {
-        label: format!("ember HTTP v2, {clients} client(s), 1 sentence/request"),
+        label: format!("ember {}, {clients} client(s), 1 sentence/request", endpoint.name()),
         per_second,
         p50_ms: percentile(&mut latencies, 0.5),
         p99_ms: percentile(&mut latencies, 0.99),
     }
 }
 
-fn pytorch_reference(sentences: &[String], threads: usize) -> Option<(String, Vec<Row>)> {
+/// A reference stack timed by `scripts/bench_reference.py`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Reference {
+    OnnxRuntime,
+    PyTorch,
+}
+
+impl Reference {
+    const ALL: [Reference; 2] = [Reference::OnnxRuntime, Reference::PyTorch];
+
+    fn backend(self) -> &'static str {
+        match self {
+            Reference::OnnxRuntime => "onnxruntime",
+            Reference::PyTorch => "torch",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Reference::OnnxRuntime => "ONNX Runtime",
+            Reference::PyTorch => "sentence-transformers",
+        }
+    }
+}
+
+/// A reference's best rows so far and its version string.
+struct Measured {
+    version: String,
+    rows: Vec<Row>,
+}
+
+fn run_reference(reference: Reference, model_dir: &Path, texts: &[String], threads: usize) -> Option<Measured> {
     let python = std::env::var("EMBER_BENCH_PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), serde_json::to_vec(sentences).unwrap()).unwrap();
+    std::fs::write(file.path(), serde_json::to_vec(texts).unwrap()).unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench_reference.py");
     let batches = BATCHES.map(|b| b.to_string()).join(",");
     let output = std::process::Command::new(&python)
         .env("EMBER_BENCH_THREADS", threads.to_string())
         .arg(script)
-        .arg(minilm_dir())
+        .arg(reference.backend())
+        .arg(model_dir)
         .arg(file.path())
         .arg(batches)
         .output()
         .ok()?;
     if !output.status.success() {
-        eprintln!("PyTorch reference skipped ({python}): {}", String::from_utf8_lossy(&output.stderr));
+        eprintln!("{} reference skipped ({python}): {}", reference.label(), String::from_utf8_lossy(&output.stderr));
         return None;
     }
     let report: Value = serde_json::from_slice(&output.stdout).ok()?;
-    let version = format!("torch {} ({} threads)", report["torch"].as_str()?, report["threads"]);
+    let version = format!("{}, {} threads", report["version"].as_str()?, report["threads"]);
     let rows = report["results"]
         .as_array()?
         .iter()
         .map(|r| Row {
-            label: format!("sentence-transformers, batch {}", r["batch"]),
+            label: format!("{}, batch {}", reference.label(), r["batch"]),
             per_second: r["sentences_per_s"].as_f64().unwrap_or(0.0),
             p50_ms: r["p50_ms"].as_f64().unwrap_or(0.0),
             p99_ms: r["p99_ms"].as_f64().unwrap_or(0.0),
         })
         .collect();
-    Some((version, rows))
+    Some(Measured { version, rows })
+}
+
+/// In-process figures for one text set: ember and each reference, best of
+/// `rounds` alternating rounds.
+struct SetResult {
+    ember: Vec<Row>,
+    references: Vec<(Reference, Option<Measured>)>,
+}
+
+fn measure_set(model: &Model, set: &TextSet, model_dir: &Path, threads: usize, rounds: usize) -> SetResult {
+    // Ember and the references take turns, round after round, and each row
+    // keeps its best round: this machine's neighbours come and go, and a
+    // burst during one side's only turn would decide the ratio.
+    let mut ember: Vec<Row> = Vec::new();
+    let mut references: Vec<(Reference, Option<Measured>)> = Reference::ALL.iter().map(|&r| (r, None)).collect();
+    for _ in 0..rounds {
+        let round: Vec<Row> = BATCHES.iter().map(|&b| in_process(model, &set.texts, b)).collect();
+        ember = keep_best(std::mem::take(&mut ember), round);
+        for (reference, best) in &mut references {
+            if let Some(measured) = run_reference(*reference, model_dir, &set.texts, threads) {
+                let rows = keep_best(best.take().map(|m| m.rows).unwrap_or_default(), measured.rows);
+                *best = Some(Measured { version: measured.version, rows });
+            }
+        }
+    }
+    SetResult { ember, references }
+}
+
+fn ratio(ember: &Row, reference: &Option<Measured>, i: usize) -> String {
+    reference.as_ref().map_or_else(|| "n/a".to_owned(), |m| format!("{:.2}×", ember.per_second / m.rows[i].per_second))
+}
+
+fn print_set(set: &TextSet, result: &SetResult, threads: usize, rounds: usize) {
+    println!(
+        "\nall-MiniLM-L6-v2, {} set: {} texts of {}–{} tokens, {threads} compute threads, best of {rounds} \
+         alternating rounds\n",
+        set.name,
+        set.texts.len(),
+        set.tokens.0,
+        set.tokens.1
+    );
+    println!("| run | sentences/s | p50 ms | p99 ms | ember / ONNX Runtime | ember / PyTorch |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let find = |wanted: Reference| &result.references.iter().find(|(r, _)| *r == wanted).unwrap().1;
+    let (onnx, torch) = (find(Reference::OnnxRuntime), find(Reference::PyTorch));
+    for (i, row) in result.ember.iter().enumerate() {
+        println!(
+            "| {} | {:.0} | {:.1} | {:.1} | **{}** | {} |",
+            row.label,
+            row.per_second,
+            row.p50_ms,
+            row.p99_ms,
+            ratio(row, onnx, i),
+            ratio(row, torch, i)
+        );
+    }
+    for (reference, measured) in &result.references {
+        match measured {
+            Some(m) => {
+                for row in &m.rows {
+                    println!(
+                        "| {} [{}] | {:.0} | {:.1} | {:.1} | | |",
+                        row.label, m.version, row.per_second, row.p50_ms, row.p99_ms
+                    );
+                }
+            }
+            None => println!("| {} | skipped: see stderr, set EMBER_BENCH_PYTHON | | | | |", reference.label()),
+        }
+    }
+}
+
+/// `rows` pairs each HTTP row with its number of clients.
+fn print_http(rows: &[(usize, Row)], in_process: &[Row]) {
+    println!("\nHTTP, short set, `--max-batch-size 32 --max-delay-ms 2`, one sentence per request\n");
+    println!("| run | sentences/s | p50 ms | p99 ms | / in-process |");
+    println!("|---|---:|---:|---:|---:|");
+    for (clients, row) in rows {
+        // One client is compared with in-process batch 1, more clients with
+        // the largest batch (what dynamic batching can at best reach).
+        let at = if *clients == 1 { 0 } else { BATCHES.len() - 1 };
+        let share = 100.0 * row.per_second / in_process[at].per_second;
+        println!(
+            "| {} | {:.0} | {:.1} | {:.1} | {share:.0} % of batch {} |",
+            row.label, row.per_second, row.p50_ms, row.p99_ms, BATCHES[at]
+        );
+    }
 }
 
 fn main() {
@@ -176,74 +395,45 @@ fn main() {
         eprintln!("throughput: benchmark only runs under `cargo bench`");
         return;
     }
-    // EMBER_BENCH_THREADS pins both sides (ember and PyTorch) to the same count.
+    // EMBER_BENCH_THREADS pins every stack to the same count.
     let threads = std::env::var("EMBER_BENCH_THREADS")
         .ok()
         .and_then(|t| t.parse().ok())
         .unwrap_or_else(ember_runtime::threads::cpu_budget);
     ember_runtime::threads::configure_compute_pool(threads);
-    let sentences = sentences();
     let dir = minilm_dir();
     let files = ModelFiles {
         weights: &dir.join("model.safetensors"),
         config: &dir.join("config.json"),
         tokenizer: Some(&dir.join("tokenizer.json")),
     };
-    let model = Model::load(Architecture::Bert, Task::Embedding, &files, 256, &Device::flex()).unwrap();
-    // Ember and PyTorch take turns, round after round, and each row keeps
-    // its best round: this machine's neighbours come and go, and a burst
-    // during one side's only turn would decide the ratio.
+    let model = Model::load(Architecture::Bert, Task::Embedding, &files, MAX_TOKENS, &Device::flex()).unwrap();
+    let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), MAX_TOKENS).unwrap();
+    let sets = [
+        TextSet::new("short", short_sentences(), &tokenizer),
+        TextSet::new("long", long_paragraphs(&tokenizer), &tokenizer),
+    ];
     let rounds: usize = std::env::var("EMBER_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(2).max(1);
-    let mut ember: Vec<Row> = Vec::new();
-    let mut reference: Option<(String, Vec<Row>)> = None;
-    for _ in 0..rounds {
-        let round: Vec<Row> = BATCHES.iter().map(|&b| in_process(&model, &sentences, b)).collect();
-        ember = keep_best(std::mem::take(&mut ember), round);
-        if let Some((version, rows)) = pytorch_reference(&sentences, threads) {
-            let best = keep_best(reference.take().map(|(_, r)| r).unwrap_or_default(), rows);
-            reference = Some((version, best));
-        }
-    }
+    let results: Vec<SetResult> = sets.iter().map(|set| measure_set(&model, set, &dir, threads, rounds)).collect();
     drop(model);
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let http: Vec<Row> = runtime.block_on(async {
+    let http: Vec<(usize, Row)> = runtime.block_on(async {
         let server =
             TestServer::start(minilm_args(&["--max-batch-size=32", "--max-delay-ms=2", "--queue-capacity=256"])).await;
-        let url = server.url("/v2/models/minilm/infer");
-        let shared = Arc::new(sentences.clone());
+        let shared = Arc::new(sets[0].texts.clone());
         let mut rows = Vec::new();
-        for clients in CLIENTS {
-            rows.push(over_http(&url, shared.clone(), clients).await);
+        for endpoint in [Endpoint::V2Json, Endpoint::OpenAi] {
+            for clients in CLIENTS {
+                rows.push((clients, over_http(&server.url(endpoint.path()), endpoint, shared.clone(), clients).await));
+            }
         }
         server.stop().await.unwrap();
         rows
     });
 
-    println!(
-        "\nall-MiniLM-L6-v2, {} short sentences, {threads} compute threads, best of {rounds} alternating rounds\n",
-        sentences.len()
-    );
-    println!("| run | sentences/s | p50 ms | p99 ms | ember / PyTorch |");
-    println!("|---|---:|---:|---:|---:|");
-    for (i, row) in ember.iter().enumerate() {
-        let ratio = reference
-            .as_ref()
-            .map_or_else(|| "n/a".to_owned(), |(_, rows)| format!("{:.2}×", row.per_second / rows[i].per_second));
-        println!("| {} | {:.0} | {:.1} | {:.1} | {ratio} |", row.label, row.per_second, row.p50_ms, row.p99_ms);
+    for (set, result) in sets.iter().zip(&results) {
+        print_set(set, result, threads, rounds);
     }
-    for row in &http {
-        println!("| {} | {:.0} | {:.1} | {:.1} | |", row.label, row.per_second, row.p50_ms, row.p99_ms);
-    }
-    match &reference {
-        Some((version, rows)) => {
-            for row in rows {
-                println!(
-                    "| {} [{version}] | {:.0} | {:.1} | {:.1} | 1.00× |",
-                    row.label, row.per_second, row.p50_ms, row.p99_ms
-                );
-            }
-        }
-        None => println!("| sentence-transformers | skipped: set EMBER_BENCH_PYTHON | | | |"),
-    }
+    print_http(&http, &results[0].ember);
 }
