@@ -14,6 +14,7 @@
 
 use rayon::prelude::*;
 
+use super::host_gemm::{MatMut, MatRef, Threads, matmul};
 use crate::weights::HostTensor;
 
 /// Below this many multiply-adds a product runs on the calling thread: for
@@ -50,10 +51,6 @@ impl HostLinear {
         Self { weight: weight.values, bias: bias.values, inputs, outputs }
     }
 
-    pub fn outputs(&self) -> usize {
-        self.outputs
-    }
-
     /// Applies the layer to `x` (`rows × inputs` values, row-major).
     pub fn apply(&self, x: &[f32], epilogue: Epilogue<'_>) -> Vec<f32> {
         assert_eq!(x.len() % self.inputs, 0, "input width must be {}", self.inputs);
@@ -80,43 +77,17 @@ impl HostLinear {
     }
 
     /// `out += x · W`, all row-major.
-    #[allow(unsafe_code)]
     fn accumulate_product(&self, x: &[f32], rows: usize, out: &mut [f32]) {
         let (k, n) = (self.inputs, self.outputs);
-        // The raw-pointer call below reads exactly these extents.
-        assert!(x.len() == rows * k && self.weight.len() == k * n && out.len() == rows * n);
-        let parallelism = if rows * k * n >= PARALLEL_MIN_MACS {
-            gemm::Parallelism::Rayon(0) // the global pool, sized from the CPU quota
-        } else {
-            gemm::Parallelism::None
-        };
-        // SAFETY: every matrix is a live, contiguous, row-major buffer whose
-        // length matches (rows, cols) and strides (col stride 1, row stride =
-        // width) as asserted above; `out` is borrowed mutably, so nothing
-        // aliases the destination.
-        unsafe {
-            gemm::gemm(
-                rows,
-                n,
-                k,
-                out.as_mut_ptr(),
-                1,
-                n as isize,
-                true, // read dst: accumulate onto bias (+ residual)
-                x.as_ptr(),
-                1,
-                k as isize,
-                self.weight.as_ptr(),
-                1,
-                n as isize,
-                1.0, // alpha: dst weight
-                1.0, // beta: product weight
-                false,
-                false,
-                false,
-                parallelism,
-            );
-        }
+        let threads = if rows * k * n >= PARALLEL_MIN_MACS { Threads::Pool } else { Threads::One };
+        matmul(
+            MatMut::row_major(out, rows, n),
+            MatRef::row_major(x, rows, k),
+            MatRef::row_major(&self.weight, k, n),
+            1.0,
+            true, // accumulate onto bias (+ residual)
+            threads,
+        );
     }
 }
 

@@ -6,7 +6,12 @@
 //! `mlp` + `classification`/`regression`: feature rows → outputs.
 
 pub mod bert;
+mod burn_encoder;
+mod host_attention;
+mod host_encoder;
+mod host_gemm;
 mod host_linear;
+mod host_norm;
 pub mod mlp;
 pub mod packing;
 
@@ -248,14 +253,13 @@ impl Model {
             Model::TextEmbedding { encoder, tokenizer } => {
                 let sequences = self.token_sequences(tokenizer, items)?;
                 let tokens = PackedTokens::new(&sequences);
-                let hidden = encoder.forward(&tokens);
-                rows_of(encoder.mean_pooled_normalised(&tokens, hidden), tokens.lengths)
+                let width = encoder.config().hidden_size;
+                host_rows(encoder.embed(&tokens), width, tokens.lengths)
             }
             Model::TextClassifier { encoder, head, tokenizer } => {
                 let sequences = self.token_sequences(tokenizer, items)?;
                 let tokens = PackedTokens::new(&sequences);
-                let hidden = encoder.forward(&tokens);
-                rows_of(head.logits(encoder.first_tokens(&tokens, hidden)), tokens.lengths)
+                rows_of(head.logits(encoder.first_tokens(&tokens)), tokens.lengths)
             }
         }
     }
@@ -288,6 +292,14 @@ fn rows_of(tensor: Tensor<2>, tokens: Vec<usize>) -> Result<Vec<ItemOutput>> {
     let data = tensor.into_data();
     let values = data.as_slice::<f32>().map_err(|e| Error::Inference(format!("reading outputs: {e:?}")))?;
     if values.len() != rows * width {
+        return Err(Error::Inference("output has the wrong size".into()));
+    }
+    host_rows(values.to_vec(), width, tokens)
+}
+
+/// Splits row-major `[rows, width]` host values into one output per row.
+fn host_rows(values: Vec<f32>, width: usize, tokens: Vec<usize>) -> Result<Vec<ItemOutput>> {
+    if values.len() != tokens.len() * width {
         return Err(Error::Inference("output has the wrong size".into()));
     }
     Ok(values
