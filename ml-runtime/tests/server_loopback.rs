@@ -128,3 +128,20 @@ async fn shutdown_finishes_in_flight_requests() {
     assert_eq!(in_flight.await.unwrap(), 200, "in-flight request was cut off");
     assert!(tokio::net::TcpStream::connect(address).await.is_err(), "still accepting after shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_client_is_not_held_for_the_batching_delay() {
+    // A delay far longer than the bound below: a batcher that waited it for
+    // company on every lone request would fail the test.
+    let server = TestServer::start(minilm_args(&["--max-delay-ms=60000"])).await;
+    let client = reqwest::Client::new();
+    let url = server.url("/v2/models/minilm/infer");
+    let started = std::time::Instant::now();
+    for r in 0..3 {
+        let text = format!("a lone client asks question number {r}");
+        let response = client.post(&url).json(&infer_body(&[&text])).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert!(started.elapsed() < Duration::from_secs(30), "lone requests waited for the batching delay");
+    server.stop().await.unwrap();
+}
