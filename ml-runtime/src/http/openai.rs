@@ -5,14 +5,15 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
 use base64::Engine;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::{AppState, body_rejection};
 use crate::error::{Error, Result};
@@ -42,7 +43,7 @@ enum EmbeddingInput {
 async fn embeddings(
     State(state): State<Arc<AppState>>,
     body: std::result::Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>> {
+) -> Result<Response> {
     let body = body.map_err(|r| body_rejection(r, state.limits.max_request_bytes))?;
     let request: EmbeddingsRequest = serde_json::from_slice(&body).map_err(|e| {
         Error::BadRequest(format!(
@@ -67,23 +68,56 @@ async fn embeddings(
     };
     let outputs = state.run(items).await?;
     let tokens: usize = outputs.iter().map(|o| o.tokens).sum();
-    let data: Vec<Value> = outputs
-        .into_iter()
+    let data: Vec<EmbeddingRow<'_>> = outputs
+        .iter()
         .enumerate()
         .map(|(index, output)| {
             let embedding = if base64 {
                 let bytes: Vec<u8> = output.values.iter().flat_map(|v| v.to_le_bytes()).collect();
-                Value::from(base64::engine::general_purpose::STANDARD.encode(bytes))
+                Embedding::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
             } else {
-                Value::from(output.values.iter().map(|&v| f64::from(v)).collect::<Vec<_>>())
+                Embedding::Float(&output.values)
             };
-            json!({ "object": "embedding", "index": index, "embedding": embedding })
+            EmbeddingRow { object: "embedding", index, embedding }
         })
         .collect();
-    Ok(Json(json!({
-        "object": "list",
-        "data": data,
-        "model": model_name,
-        "usage": { "prompt_tokens": tokens, "total_tokens": tokens },
-    })))
+    let response = EmbeddingsResponse {
+        object: "list",
+        data,
+        model: &model_name,
+        usage: Usage { prompt_tokens: tokens, total_tokens: tokens },
+    };
+    let body = serde_json::to_vec(&response).map_err(|e| Error::Inference(format!("encoding response: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// The response, serialised straight from the outputs (no intermediate
+/// `serde_json::Value` per number).
+#[derive(Debug, Serialize)]
+struct EmbeddingsResponse<'a> {
+    object: &'static str,
+    data: Vec<EmbeddingRow<'a>>,
+    model: &'a str,
+    usage: Usage,
+}
+
+#[derive(Debug, Serialize)]
+struct EmbeddingRow<'a> {
+    object: &'static str,
+    index: usize,
+    embedding: Embedding<'a>,
+}
+
+/// `float`: a JSON array of f32 in shortest round-trip form; `base64`: a string.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Embedding<'a> {
+    Float(&'a [f32]),
+    Base64(String),
+}
+
+#[derive(Debug, Serialize)]
+struct Usage {
+    prompt_tokens: usize,
+    total_tokens: usize,
 }

@@ -317,6 +317,17 @@ impl InputTensor {
     }
 }
 
+/// `$inference_response`'s JSON part, serialised straight from the outputs
+/// (no intermediate `serde_json::Value`: a 384-wide embedding would be 384
+/// boxed numbers built only to be written out).
+#[derive(Debug, Serialize)]
+struct ResponseHeader<'a> {
+    model_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    outputs: Vec<ResponseOutput<'a>>,
+}
+
 /// `$response_output` JSON part.
 #[derive(Debug, Serialize)]
 struct ResponseOutput<'a> {
@@ -324,9 +335,25 @@ struct ResponseOutput<'a> {
     shape: &'a [usize],
     datatype: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<Value>,
+    parameters: Option<BinaryParameters>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<Value>,
+    data: Option<&'a TensorValues>,
+}
+
+#[derive(Debug, Serialize)]
+struct BinaryParameters {
+    binary_data_size: usize,
+}
+
+/// JSON `data`: FP32 as f32 (shortest round-trip form), BYTES as strings.
+impl Serialize for TensorValues {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            TensorValues::Fp32(v) => v.serialize(serializer),
+            TensorValues::Int64(v) => v.serialize(serializer),
+            TensorValues::Bytes(v) => serializer.collect_seq(v.iter().map(|b| String::from_utf8_lossy(b))),
+        }
+    }
 }
 
 impl TensorValues {
@@ -335,16 +362,6 @@ impl TensorValues {
             TensorValues::Fp32(_) => "FP32",
             TensorValues::Int64(_) => "INT64",
             TensorValues::Bytes(_) => "BYTES",
-        }
-    }
-
-    fn to_json(&self) -> Value {
-        match self {
-            TensorValues::Fp32(v) => Value::from(v.iter().map(|&f| f64::from(f)).collect::<Vec<_>>()),
-            TensorValues::Int64(v) => Value::from(v.clone()),
-            TensorValues::Bytes(v) => {
-                Value::from(v.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect::<Vec<_>>())
-            }
         }
     }
 
@@ -381,9 +398,9 @@ pub fn encode_response(
         let (parameters, data) = if binary(&output.name) {
             let start = tail.len();
             output.values.append_binary(&mut tail);
-            (Some(serde_json::json!({ "binary_data_size": tail.len() - start })), None)
+            (Some(BinaryParameters { binary_data_size: tail.len() - start }), None)
         } else {
-            (None, Some(output.values.to_json()))
+            (None, Some(&output.values))
         };
         json_outputs.push(ResponseOutput {
             name: &output.name,
@@ -393,10 +410,7 @@ pub fn encode_response(
             data,
         });
     }
-    let mut header = serde_json::json!({ "model_name": model_name, "outputs": json_outputs });
-    if let Some(id) = id {
-        header["id"] = Value::from(id);
-    }
+    let header = ResponseHeader { model_name, id, outputs: json_outputs };
     let mut body = serde_json::to_vec(&header).map_err(|e| Error::Inference(format!("encoding response: {e}")))?;
     let header_length = (!tail.is_empty() || outputs.iter().any(|o| binary(&o.name))).then_some(body.len());
     body.extend_from_slice(&tail);
@@ -481,5 +495,32 @@ mod tests {
         assert_eq!(header["outputs"][0]["parameters"]["binary_data_size"], 8);
         let tail = &encoded.body[len..];
         assert_eq!(f32::from_le_bytes([tail[4], tail[5], tail[6], tail[7]]), -2.0);
+    }
+
+    #[test]
+    fn json_output_carries_every_datatype_and_the_id() {
+        let outputs = vec![
+            OutputTensor { name: "e".into(), shape: vec![1, 2], values: TensorValues::Fp32(vec![0.1, -2.5]) },
+            OutputTensor { name: "i".into(), shape: vec![1], values: TensorValues::Int64(vec![-7]) },
+            OutputTensor { name: "s".into(), shape: vec![1], values: TensorValues::Bytes(vec![b"ok".to_vec()]) },
+        ];
+        let encoded = encode_response("m", Some("x"), &outputs, |_| false).unwrap();
+        assert_eq!(encoded.header_length, None);
+        let body: Value = serde_json::from_slice(&encoded.body).unwrap();
+        assert_eq!(body["model_name"], "m");
+        assert_eq!(body["id"], "x");
+        // FP32 values are written in f32's shortest form and read back exactly.
+        let e = &body["outputs"][0];
+        assert_eq!((e["name"].as_str(), e["datatype"].as_str()), (Some("e"), Some("FP32")));
+        assert_eq!(e["shape"], serde_json::json!([1, 2]));
+        let values: Vec<f32> = e["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        assert_eq!(values, vec![0.1, -2.5]);
+        assert!(e.get("parameters").is_none());
+        assert_eq!(body["outputs"][1]["data"], serde_json::json!([-7]));
+        assert_eq!(body["outputs"][2]["data"], serde_json::json!(["ok"]));
+        // Without an id there is no id field.
+        let body: Value =
+            serde_json::from_slice(&encode_response("m", None, &outputs, |_| false).unwrap().body).unwrap();
+        assert!(body.get("id").is_none());
     }
 }
