@@ -12,6 +12,8 @@
 //! EMBER_BENCH_THREADS sets the compute threads of all three (default: CPU
 //! quota). EMBER_BENCH_ROUNDS: in-process ember and the references alternate
 //! this many rounds (default 2); each row reports its best round.
+//! EMBER_BENCH_EMBER_ONLY=1 measures ember in-process only (no references,
+//! no HTTP): a quick loop to run under `perf record`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/support/mod.rs"]
@@ -309,12 +311,19 @@ struct SetResult {
     references: Vec<(Reference, Option<Measured>)>,
 }
 
-fn measure_set(model: &Model, set: &TextSet, model_dir: &Path, threads: usize, rounds: usize) -> SetResult {
+fn measure_set(
+    model: &Model,
+    set: &TextSet,
+    model_dir: &Path,
+    threads: usize,
+    rounds: usize,
+    references: &[Reference],
+) -> SetResult {
     // Ember and the references take turns, round after round, and each row
     // keeps its best round: this machine's neighbours come and go, and a
     // burst during one side's only turn would decide the ratio.
     let mut ember: Vec<Row> = Vec::new();
-    let mut references: Vec<(Reference, Option<Measured>)> = Reference::ALL.iter().map(|&r| (r, None)).collect();
+    let mut references: Vec<(Reference, Option<Measured>)> = references.iter().map(|&r| (r, None)).collect();
     for _ in 0..rounds {
         let round: Vec<Row> = BATCHES.iter().map(|&b| in_process(model, &set.texts, b)).collect();
         ember = keep_best(std::mem::take(&mut ember), round);
@@ -328,8 +337,8 @@ fn measure_set(model: &Model, set: &TextSet, model_dir: &Path, threads: usize, r
     SetResult { ember, references }
 }
 
-fn ratio(ember: &Row, reference: &Option<Measured>, i: usize) -> String {
-    reference.as_ref().map_or_else(|| "n/a".to_owned(), |m| format!("{:.2}×", ember.per_second / m.rows[i].per_second))
+fn ratio(ember: &Row, reference: Option<&Measured>, i: usize) -> String {
+    reference.map_or_else(|| "n/a".to_owned(), |m| format!("{:.2}×", ember.per_second / m.rows[i].per_second))
 }
 
 fn print_set(set: &TextSet, result: &SetResult, threads: usize, rounds: usize) {
@@ -343,7 +352,7 @@ fn print_set(set: &TextSet, result: &SetResult, threads: usize, rounds: usize) {
     );
     println!("| run | sentences/s | p50 ms | p99 ms | ember / ONNX Runtime | ember / PyTorch |");
     println!("|---|---:|---:|---:|---:|---:|");
-    let find = |wanted: Reference| &result.references.iter().find(|(r, _)| *r == wanted).unwrap().1;
+    let find = |wanted: Reference| result.references.iter().find(|(r, _)| *r == wanted).and_then(|(_, m)| m.as_ref());
     let (onnx, torch) = (find(Reference::OnnxRuntime), find(Reference::PyTorch));
     for (i, row) in result.ember.iter().enumerate() {
         println!(
@@ -414,8 +423,17 @@ fn main() {
         TextSet::new("long", long_paragraphs(&tokenizer), &tokenizer),
     ];
     let rounds: usize = std::env::var("EMBER_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(2).max(1);
-    let results: Vec<SetResult> = sets.iter().map(|set| measure_set(&model, set, &dir, threads, rounds)).collect();
+    let ember_only = std::env::var("EMBER_BENCH_EMBER_ONLY").is_ok_and(|v| v == "1");
+    let references: &[Reference] = if ember_only { &[] } else { &Reference::ALL };
+    let results: Vec<SetResult> =
+        sets.iter().map(|set| measure_set(&model, set, &dir, threads, rounds, references)).collect();
     drop(model);
+    if ember_only {
+        for (set, result) in sets.iter().zip(&results) {
+            print_set(set, result, threads, rounds);
+        }
+        return;
+    }
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let http: Vec<(usize, Row)> = runtime.block_on(async {

@@ -21,6 +21,7 @@ use super::host_linear::HostLinear;
 use super::host_norm::LayerNorm;
 use super::packing::PackedTokens;
 use crate::error::{Error, Result};
+use crate::threads::on_compute_pool;
 use crate::weights::{HostTensor, SafetensorsFile};
 
 /// The fields of a Hugging Face BERT `config.json` that shape the network.
@@ -247,7 +248,9 @@ impl BertEncoder {
     /// for all-MiniLM-L6-v2), `[sequences, hidden]` row-major, input order.
     pub fn embed(&self, tokens: &PackedTokens) -> Vec<f32> {
         match &self.layers {
-            Layers::Host(encoder) => encoder.mean_pooled_normalised(tokens, &encoder.forward(tokens)),
+            Layers::Host(encoder) => {
+                on_compute_pool(|| encoder.mean_pooled_normalised(tokens, &encoder.forward(tokens)))
+            }
             Layers::Burn(encoder) => {
                 let pooled = encoder.mean_pooled_normalised(tokens, encoder.forward(tokens));
                 match pooled.into_data().try_into_vec::<f32>() {
@@ -263,7 +266,7 @@ impl BertEncoder {
     pub fn first_tokens(&self, tokens: &PackedTokens) -> Tensor<2> {
         match &self.layers {
             Layers::Host(encoder) => {
-                let cls = encoder.first_tokens(tokens, &encoder.forward(tokens));
+                let cls = on_compute_pool(|| encoder.first_tokens(tokens, &encoder.forward(tokens)));
                 Tensor::from_data(TensorData::new(cls, [tokens.sequences(), self.config.hidden_size]), &self.device)
             }
             Layers::Burn(encoder) => encoder.first_tokens(tokens, encoder.forward(tokens)),
