@@ -154,7 +154,8 @@ impl LayerWeights {
 #[derive(Debug)]
 enum Layers {
     Host(HostEncoder),
-    Burn(BurnEncoder),
+    /// Boxed: its tensor handles make it several times the host variant.
+    Burn(Box<BurnEncoder>),
 }
 
 /// The encoder with its embeddings, ready to run on one device.
@@ -210,7 +211,7 @@ impl BertEncoder {
                     .collect(),
             })
         } else {
-            Layers::Burn(BurnEncoder {
+            Layers::Burn(Box::new(BurnEncoder {
                 device: device.clone(),
                 hidden: h,
                 heads: config.num_attention_heads,
@@ -230,7 +231,7 @@ impl BertEncoder {
                         output_norm: w.output_norm.upload(device),
                     })
                     .collect(),
-            })
+            }))
         };
         Ok(Self { config, device: device.clone(), layers })
     }
