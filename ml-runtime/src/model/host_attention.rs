@@ -11,6 +11,7 @@
 use rayon::prelude::*;
 
 use super::host_gemm::{MatMut, MatRef, Threads, matmul};
+use super::lanes;
 
 /// The shape of one attention call.
 #[derive(Debug, Clone, Copy)]
@@ -76,33 +77,36 @@ fn attend_one_head(qkv: &[f32], start: usize, len: usize, head: usize, heads: He
     out
 }
 
-/// Numerically stable softmax of one row of scores.
+/// Numerically stable softmax of one row of scores, as three SIMD passes
+/// (the exponentials apart from their sum, so neither waits on the other).
 fn softmax_in_place(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in row.iter_mut() {
-        *v = exp(*v - max);
-        sum += *v;
-    }
-    let inverse = 1.0 / sum;
+    let max = lanes::max(row);
+    row.iter_mut().for_each(|v| *v = exp(*v - max));
+    let inverse = 1.0 / lanes::sum(row);
     row.iter_mut().for_each(|v| *v *= inverse);
 }
 
-/// `eˣ` for f32 without branches or calls, so softmax loops vectorise
-/// (a 256-token batch of 32 takes ~150 million of them; libm's `expf` is a
-/// call per element). Range reduction `x = n·ln2 + r` with |r| ≤ ln2/2, a
+/// `eˣ` for f32 without branches, calls or rounding instructions the
+/// baseline x86-64 target lacks, so softmax loops vectorise (a 256-token
+/// batch of 32 takes ~150 million of them; libm's `expf` and even
+/// `f32::round` are a call per element). Range reduction `x = n·ln2 + r`
+/// with |r| ≤ ln2/2, `n` rounded by adding and subtracting 1.5·2²³; a
 /// degree-6 Taylor polynomial for `eʳ` (error below f32 rounding on that
-/// interval), and `2ⁿ` built in the exponent bits. Inputs are clamped to
-/// [-87, 88], where `2ⁿ` is a normal f32; softmax only passes values ≤ 0,
-/// and anything below -87 is 0 after normalisation anyway.
+/// interval); `2ⁿ` built in the exponent bits, read out of the mantissa of
+/// `n + 127 + 2²³`. Inputs are clamped to [-87, 88], where `2ⁿ` is a normal
+/// f32; softmax only passes values ≤ 0, and anything below -87 is 0 after
+/// normalisation anyway.
 fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4; // ln 2 split in two for an exact n·ln2
     const LN2_LO: f32 = -2.121_944_4e-4;
+    const ROUND: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to an integer
+    const MANTISSA: f32 = 8_388_608.0; // 2²³: an integer below it lands in the mantissa bits
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * std::f32::consts::LOG2_E).round();
+    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    let biased = (n + 127.0 + MANTISSA).to_bits() & 0xff; // n + 127, in 1..=254
+    p * f32::from_bits(biased << 23)
 }
 
 #[cfg(test)]

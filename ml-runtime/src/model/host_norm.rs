@@ -8,6 +8,8 @@
 
 use rayon::prelude::*;
 
+use super::lanes;
+
 /// Rows per pool task: below this a batch is normalised on the calling
 /// thread (a 15-token sentence is done before the pool would wake up).
 const ROWS_PER_TASK: usize = 64;
@@ -35,8 +37,8 @@ impl LayerNorm {
 
     fn normalise_row(&self, row: &mut [f32]) {
         let n = row.len() as f32;
-        let mean = row.iter().sum::<f32>() / n;
-        let variance = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+        let mean = lanes::sum(row) / n;
+        let variance = lanes::sum_of(row, |v| (v - mean) * (v - mean)) / n;
         let inverse = 1.0 / (variance + self.eps).sqrt();
         for ((v, g), b) in row.iter_mut().zip(&self.gamma).zip(&self.beta) {
             *v = (*v - mean) * inverse * g + b;

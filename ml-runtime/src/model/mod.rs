@@ -12,6 +12,7 @@ mod host_encoder;
 mod host_gemm;
 mod host_linear;
 mod host_norm;
+mod lanes;
 pub mod mlp;
 pub mod packing;
 
