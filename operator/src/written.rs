@@ -198,19 +198,6 @@ impl<K: Resource<DynamicType = ()>> EventTracker<K> {
             watcher::Event::Delete(child) => self.written.deleted(&ChildKey::of(child)),
         }
     }
-
-    /// [`Self::note`], yielding the child when it should wake its owner.
-    pub fn changed_by_others(&mut self, event: watcher::Event<K>) -> Option<K> {
-        if !self.note(&event) {
-            return None;
-        }
-        match event {
-            watcher::Event::Apply(child) | watcher::Event::InitApply(child) | watcher::Event::Delete(child) => {
-                Some(child)
-            }
-            watcher::Event::Init | watcher::Event::InitDone => None,
-        }
-    }
 }
 
 /// Fingerprint of a body to send.
@@ -342,8 +329,8 @@ mod tests {
         written.record(ChildKey::of(&ours), 1, live_fingerprint(&ours));
         written.record(ChildKey::of(&gone), 2, live_fingerprint(&gone));
 
-        assert_eq!(tracker.changed_by_others(watcher::Event::Apply(config_map("a", "2"))), None, "our own echo");
-        assert!(tracker.changed_by_others(watcher::Event::Apply(config_map("edited", "3"))).is_some());
+        assert!(!tracker.note(&watcher::Event::Apply(config_map("a", "2"))), "our own echo");
+        assert!(tracker.note(&watcher::Event::Apply(config_map("edited", "3"))));
         written.record(ChildKey::of(&ours), 1, live_fingerprint(&ours));
 
         // A relist that no longer shows `gone` (deleted while the watch was down).
@@ -353,7 +340,7 @@ mod tests {
         assert!(written.is_current(&ChildKey::of(&ours), 1));
         assert!(!written.is_current(&ChildKey::of(&gone), 2));
 
-        assert!(tracker.changed_by_others(watcher::Event::Delete(ours.clone())).is_some());
+        assert!(tracker.note(&watcher::Event::Delete(ours.clone())));
         assert!(!written.is_current(&ChildKey::of(&ours), 1));
     }
 

@@ -23,6 +23,7 @@ use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::cache::slim;
@@ -57,25 +58,20 @@ pub async fn run(
         .applied_objects()
         .predicate_filter(tenant_change, Default::default());
     Controller::for_stream(tenants, store)
-        .watches_stream(changed_by_others::<Namespace>(&client, ours.clone(), w, live_fingerprint), owning_tenant)
+        .watches_stream(changed_by_others::<Namespace>(&client, ours.clone(), w), owning_tenant)
         .watches_stream(quota_changes(&client, ours.clone(), w, &ctx.quotas), owning_tenant)
-        .watches_stream(changed_by_others(&client, ours.clone(), w, live_fingerprint), owning_tenant::<LimitRange>)
+        .watches_stream(changed_by_others(&client, ours.clone(), w), owning_tenant::<LimitRange>)
         .watches_stream(policy_changes(&client, ours.clone(), w, &ctx.legacy_policies), owning_tenant)
-        .watches_stream(changed_by_others(&client, ours.clone(), w, live_fingerprint), owning_tenant::<ServiceAccount>)
-        .watches_stream(changed_by_others(&client, ours.clone(), w, live_fingerprint), owning_tenant::<RoleBinding>)
+        .watches_stream(changed_by_others(&client, ours.clone(), w), owning_tenant::<ServiceAccount>)
+        .watches_stream(changed_by_others(&client, ours.clone(), w), owning_tenant::<RoleBinding>)
         // By name too: the operator may read no other Secret (its RBAC names
         // this one), so a cluster-wide watch must ask for exactly it.
         .watches_stream(
-            changed_by_others(
-                &client,
-                ours.clone().fields(&format!("metadata.name={DATABASE_SECRET_NAME}")),
-                w,
-                live_fingerprint,
-            ),
+            changed_by_others(&client, ours.clone().fields(&format!("metadata.name={DATABASE_SECRET_NAME}")), w),
             owning_tenant::<Secret>,
         )
-        .watches_stream(changed_by_others::<ClusterRole>(&client, ours.clone(), w, live_fingerprint), owning_tenant)
-        .watches_stream(changed_by_others::<ClusterRoleBinding>(&client, ours, w, live_fingerprint), owning_tenant)
+        .watches_stream(changed_by_others::<ClusterRole>(&client, ours.clone(), w), owning_tenant)
+        .watches_stream(changed_by_others::<ClusterRoleBinding>(&client, ours, w), owning_tenant)
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
@@ -104,15 +100,35 @@ fn changed_by_others<K>(
     client: &kube::Client,
     config: watcher::Config,
     written: &Arc<Written>,
-    fingerprint: fn(&K) -> u64,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug + Send + 'static,
 {
-    let mut tracker = EventTracker::new(written.clone(), fingerprint);
-    watcher(Api::<K>::all(client.clone()), config)
-        .default_backoff()
-        .try_filter_map(move |event| future::ready(Ok(tracker.changed_by_others(event))))
+    changed_by_others_or(client, config, written, |_| false)
+}
+
+/// [`changed_by_others`], plus the events `also_wakes` picks out. Both see
+/// every event, so each keeps its own memory in step.
+fn changed_by_others_or<K>(
+    client: &kube::Client,
+    config: watcher::Config,
+    written: &Arc<Written>,
+    mut also_wakes: impl FnMut(&watcher::Event<K>) -> bool + Send + 'static,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug + Send + 'static,
+{
+    let mut tracker = EventTracker::new(written.clone(), live_fingerprint);
+    watcher(Api::<K>::all(client.clone()), config).default_backoff().try_filter_map(move |event| {
+        let wake = tracker.note(&event) | also_wakes(&event);
+        let child = match event {
+            watcher::Event::Apply(child) | watcher::Event::InitApply(child) | watcher::Event::Delete(child) => {
+                wake.then_some(child)
+            }
+            watcher::Event::Init | watcher::Event::InitDone => None,
+        };
+        future::ready(Ok(child))
+    })
 }
 
 /// Quota events that wake a Tenant: changes by others, as for every child,
@@ -125,19 +141,13 @@ fn quota_changes(
     written: &Arc<Written>,
     gate: &Arc<QuotaGate>,
 ) -> impl Stream<Item = Result<ResourceQuota, watcher::Error>> + Send + 'static {
-    let mut tracker = EventTracker::new(written.clone(), live_fingerprint);
     let gate = gate.clone();
-    watcher(Api::<ResourceQuota>::all(client.clone()), config).default_backoff().try_filter_map(move |event| {
-        let changed = tracker.note(&event);
-        let quota = match event {
-            watcher::Event::Apply(quota) | watcher::Event::InitApply(quota) => {
-                (gate.observe(&quota) || changed).then_some(quota)
-            }
-            watcher::Event::Delete(quota) => Some(quota),
-            watcher::Event::Init | watcher::Event::InitDone => None,
-        };
-        future::ready(Ok(quota))
-    })
+    changed_by_others_or(
+        client,
+        config,
+        written,
+        move |event| matches!(event, watcher::Event::Apply(quota) | watcher::Event::InitApply(quota) if gate.observe(quota)),
+    )
 }
 
 /// NetworkPolicy events that wake a Tenant: changes by others, and
@@ -148,21 +158,11 @@ fn policy_changes(
     written: &Arc<Written>,
     legacy: &Arc<legacy::LegacyPolicies>,
 ) -> impl Stream<Item = Result<NetworkPolicy, watcher::Error>> + Send + 'static {
-    let mut tracker = EventTracker::new(written.clone(), live_fingerprint);
     let legacy = legacy.clone();
-    watcher(Api::<NetworkPolicy>::all(client.clone()), config).default_backoff().try_filter_map(move |event| {
-        let changed = tracker.note(&event);
-        let policy = match event {
-            watcher::Event::Apply(policy) | watcher::Event::InitApply(policy) => {
-                (legacy.observe(&policy, false) || changed).then_some(policy)
-            }
-            watcher::Event::Delete(policy) => {
-                legacy.observe(&policy, true);
-                changed.then_some(policy)
-            }
-            watcher::Event::Init | watcher::Event::InitDone => None,
-        };
-        future::ready(Ok(policy))
+    changed_by_others_or(client, config, written, move |event| match event {
+        watcher::Event::Apply(policy) | watcher::Event::InitApply(policy) => legacy.observe(policy, false),
+        watcher::Event::Delete(policy) => legacy.observe(policy, true),
+        watcher::Event::Init | watcher::Event::InitDone => false,
     })
 }
 
