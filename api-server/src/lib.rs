@@ -26,7 +26,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 
 use auth::{Authenticator, Principal};
 use metering::Metering;
@@ -67,6 +67,8 @@ pub fn router(surface: Surface) -> Router {
                 Router::new()
                     .route("/v1/whoami", get(whoami))
                     .route("/v1/tenants", get(tenants::list))
+                    .route("/v1/tenants/{tenant}", get(tenants::get).put(tenants::put).delete(tenants::delete))
+                    .route("/v1/tenants/{tenant}/branding", put(tenants::put_branding))
                     .route("/v1/tenants/{tenant}/deployments", get(deployments::list))
                     .route(
                         "/v1/tenants/{tenant}/deployments/{name}",

@@ -62,6 +62,12 @@ struct Args {
     /// Claim listing the user's groups.
     #[arg(long, env = "EMBER_API_JWT_GROUPS_CLAIM", default_value = "groups")]
     jwt_groups_claim: String,
+    /// Group (in the groups claim) whose members are platform admins: they
+    /// create, change and delete Tenants and read every tenant. Bind the
+    /// same group for kubectl (`config/rbac/platform-admin.yaml`). Unset:
+    /// nobody is a platform admin over REST.
+    #[arg(long, env = "EMBER_API_PLATFORM_ADMIN_GROUP")]
+    platform_admin_group: Option<String>,
     /// Base URL of a deployment's runtime, from its name and namespace.
     #[arg(long, env = "EMBER_API_INFERENCE_ENDPOINT", default_value = "http://{name}.{namespace}.svc:8080")]
     inference_endpoint: String,
@@ -175,6 +181,7 @@ async fn main() -> anyhow::Result<()> {
                 refusals: RateLimiter::new(args.refusals_per_source, 4.0 * args.refusals_per_source),
                 trusted_proxies: args.trusted_proxies.parse()?,
             };
+            authenticator.platform_admin_group = args.platform_admin_group.clone();
             let auth = Arc::new(authenticator);
             let tenancy = Tenancy {
                 auth,

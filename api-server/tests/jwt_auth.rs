@@ -57,7 +57,7 @@ async fn a_valid_token_proves_user_and_groups() {
     let url = api(&jwks, 60).await;
     let (status, body, _) = whoami(&url, Some(&bearer(&key.sign(&claims())))).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body, json!({"user": "alice@acme.example", "groups": ["acme-data-science"]}));
+    assert_eq!(body, json!({"user": "alice@acme.example", "groups": ["acme-data-science"], "platformAdmin": false}));
 }
 
 #[tokio::test]

@@ -96,7 +96,7 @@ async fn another_tenants_deployments_are_invisible_and_untouchable() {
     assert_eq!(status, 200);
     let names: Vec<&str> = mine.as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
     assert!(names.contains(&"globex-iso") && !names.contains(&"acme-iso"), "{names:?}");
-    assert_eq!(mine.as_array().unwrap().iter().find(|t| t["name"] == "globex-iso").unwrap()["role"], "admin");
+    assert_eq!(mine.as_array().unwrap().iter().find(|t| t["name"] == "globex-iso").unwrap()["roles"], json!(["owner"]));
 
     // acme looks exactly like a tenant that does not exist.
     let (missing_status, missing) = h.call("GET", "/v1/tenants/no-such-tenant/deployments", Some(&mallory), None).await;

@@ -40,3 +40,7 @@ pub const TENANT_FINALIZER: &str = "ember.dev/tenant-cleanup";
 /// Server-side apply field managers.
 pub const FIELD_MANAGER_OPERATOR: &str = "ember-operator";
 pub const FIELD_MANAGER_API: &str = "ember-api";
+/// ember-api's manager for a Tenant's display name and branding, which
+/// owners may edit: apart from `ember-api`, which applies what platform
+/// admins set, so the two never release each other's fields.
+pub const FIELD_MANAGER_API_BRANDING: &str = "ember-api-branding";

@@ -221,7 +221,10 @@ pub struct TenantNetwork {
     pub allow_from_namespaces: Vec<String>,
 }
 
-/// Per-tenant presentation settings.
+/// Per-tenant presentation settings, shown by the web console and served by
+/// `GET /v1/tenants/{t}`. Owners may edit them through the REST API. Every
+/// field is bounded and schema-checked, so nothing here can carry script,
+/// markup or a non-HTTPS address into a page.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantBranding {
@@ -233,6 +236,26 @@ pub struct TenantBranding {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^#[0-9a-fA-F]{6}$"))]
     pub primary_color: Option<String>,
+    /// Accent colour as `#rrggbb`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^#[0-9a-fA-F]{6}$"))]
+    pub accent_color: Option<String>,
+    /// Where the tenant's users get help: an `https://` page or a `mailto:` address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^(https://|mailto:)[^\s]+$"))]
+    pub support_url: Option<String>,
+    /// Colour scheme of the console for this tenant; `system` follows the user's setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub theme: Option<Theme>,
+}
+
+/// Console colour scheme.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Theme {
+    Light,
+    Dark,
+    System,
 }
 
 /// Observed state of a Tenant, written by the operator only.

@@ -155,7 +155,7 @@ impl JwtVerifier {
                 .ok_or_else(|| self.bad_groups())?,
             Some(_) => return Err(self.bad_groups()),
         };
-        Ok(Principal { user, groups, api_key: None })
+        Ok(Principal { user, groups, api_key: None, platform_admin: false })
     }
 
     fn bad_groups(&self) -> Error {

@@ -40,6 +40,8 @@ pub struct Principal {
     /// Set for API keys: the only tenant and role the caller has.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key: Option<KeyGrant>,
+    /// Member of the configured platform-admin group (never an API key).
+    pub platform_admin: bool,
 }
 
 /// Checks credentials of either kind.
@@ -51,11 +53,14 @@ pub struct Authenticator {
     pub keys: Option<(KeyStore, Arc<Refusals>)>,
     /// Checked per source before any credential is.
     pub sources: SourceLimits,
+    /// The group whose members are platform admins (`authz::Role`); none:
+    /// nobody is, Tenants are administered with kubectl only.
+    pub platform_admin_group: Option<String>,
 }
 
 impl Authenticator {
     pub fn new(jwt: Arc<JwtVerifier>, keys: Option<(KeyStore, Arc<Refusals>)>) -> Self {
-        Self { jwt, keys, sources: SourceLimits::default() }
+        Self { jwt, keys, sources: SourceLimits::default(), platform_admin_group: None }
     }
 
     pub fn jwt_only(jwt: Arc<JwtVerifier>) -> Self {
@@ -80,7 +85,10 @@ impl Authenticator {
 
     async fn authenticate(&self, source: &str, token: &str) -> Result<Principal, Error> {
         if !is_api_key(token) {
-            return self.jwt.verify(token).await;
+            let mut principal = self.jwt.verify(token).await?;
+            principal.platform_admin =
+                self.platform_admin_group.as_ref().is_some_and(|group| principal.groups.contains(group));
+            return Ok(principal);
         }
         let Some((keys, refusals)) = &self.keys else {
             return Err(Error::Unauthenticated("API keys are not enabled on this server".into()));
@@ -90,6 +98,7 @@ impl Authenticator {
                 user: format!("{API_KEY_USER_PREFIX}{}", grant.id),
                 groups: Vec::new(),
                 api_key: Some(grant),
+                platform_admin: false,
             }),
             Err(refusal) => {
                 tracing::info!(source, key_id = ?refusal.id, reason = refusal.reason, "API key refused");

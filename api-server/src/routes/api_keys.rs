@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::{Platform, Tenancy};
 use crate::audit::Event;
 use crate::auth::Principal;
-use crate::authz::TenantRole;
+use crate::authz::{Capability, TenantRole};
 use crate::error::{Error, Result};
 use crate::keys::{IssuedKey, KeyInfo};
 
@@ -33,7 +33,7 @@ pub async fn issue(
     Path(tenant): Path<String>,
     body: Body,
 ) -> Result<(StatusCode, Json<IssuedKey>)> {
-    let access = state.access(&tenant, &who, TenantRole::Admin)?;
+    let access = state.access(&tenant, &who, Capability::ManageApiKeys)?;
     let platform = platform(&state)?;
     let body = super::read_body(body, 4 << 10).await?;
     let request: NewKey = serde_json::from_slice(&body)
@@ -52,7 +52,7 @@ pub async fn list(
     who: Principal,
     Path(tenant): Path<String>,
 ) -> Result<Json<Vec<KeyInfo>>> {
-    let access = state.access(&tenant, &who, TenantRole::Admin)?;
+    let access = state.access(&tenant, &who, Capability::ManageApiKeys)?;
     Ok(Json(platform(&state)?.keys.list(access.name()).await?))
 }
 
@@ -61,7 +61,7 @@ pub async fn revoke(
     who: Principal,
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<StatusCode> {
-    let access = state.access(&tenant, &who, TenantRole::Admin)?;
+    let access = state.access(&tenant, &who, Capability::ManageApiKeys)?;
     let platform = platform(&state)?;
     let target = format!("apikey:{id}");
     let event =
@@ -83,6 +83,6 @@ pub async fn audit(
     who: Principal,
     Path(tenant): Path<String>,
 ) -> Result<Json<Vec<crate::audit::Entry>>> {
-    let access = state.access(&tenant, &who, TenantRole::Admin)?;
+    let access = state.access(&tenant, &who, Capability::ReadRecords)?;
     Ok(Json(platform(&state)?.audit.recent(access.name(), 100).await?))
 }

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::{MAX_SPEC_BYTES, Tenancy, read_body};
 use crate::audit::Event;
 use crate::auth::Principal;
-use crate::authz::TenantRole;
+use crate::authz::Capability;
 use crate::error::{Error, Result};
 
 /// The fields a caller may set: the spec, nothing else (no status, labels,
@@ -86,7 +86,7 @@ pub async fn list(
     who: Principal,
     Path(tenant): Path<String>,
 ) -> Result<Json<Vec<DeploymentView>>> {
-    let access = state.access(&tenant, &who, TenantRole::View)?;
+    let access = state.access(&tenant, &who, Capability::ReadDeployments)?;
     let Some(namespace) = access.namespace() else { return Ok(Json(Vec::new())) };
     let items = state.caches.deployments_in(namespace).iter().map(|md| DeploymentView::of(access.name(), md)).collect();
     Ok(Json(items))
@@ -97,7 +97,7 @@ pub async fn get(
     who: Principal,
     Path((tenant, name)): Path<(String, String)>,
 ) -> Result<Json<DeploymentView>> {
-    let access = state.access(&tenant, &who, TenantRole::View)?;
+    let access = state.access(&tenant, &who, Capability::ReadDeployments)?;
     let md = access
         .namespace()
         .and_then(|namespace| state.caches.deployment(namespace, &name))
@@ -112,7 +112,7 @@ pub async fn put(
     Path((tenant, name)): Path<(String, String)>,
     body: Body,
 ) -> Result<(StatusCode, Json<DeploymentView>)> {
-    let access = state.access(&tenant, &who, TenantRole::Edit)?;
+    let access = state.access(&tenant, &who, Capability::WriteDeployments)?;
     let namespace = access.writable_namespace()?;
     let spec = spec_from(&read_body(body, MAX_SPEC_BYTES).await?)?;
     let existed = state.caches.deployment(namespace, &name).is_some();
@@ -140,7 +140,7 @@ pub async fn delete(
     who: Principal,
     Path((tenant, name)): Path<(String, String)>,
 ) -> Result<StatusCode> {
-    let access = state.access(&tenant, &who, TenantRole::Edit)?;
+    let access = state.access(&tenant, &who, Capability::WriteDeployments)?;
     let api: Api<ModelDeployment> = Api::namespaced(state.client.clone(), access.writable_namespace()?);
     let target = format!("modeldeployment:{name}");
     let event =

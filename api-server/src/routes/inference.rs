@@ -20,7 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{Tenancy, read_body};
 use crate::auth::Principal;
-use crate::authz::TenantRole;
+use crate::authz::Capability;
 use crate::error::{Error, Result};
 use crate::metering::{Call, Metering};
 
@@ -96,8 +96,7 @@ async fn forward(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    // Calling a model is reading it: viewers may.
-    let access = state.access(&tenant, &who, TenantRole::View)?;
+    let access = state.access(&tenant, &who, Capability::CallModels)?;
     let namespace = access
         .namespace()
         .filter(|namespace| state.caches.deployment(namespace, &name).is_some())

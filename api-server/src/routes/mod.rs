@@ -14,7 +14,7 @@ use kube::Client;
 
 use crate::audit::{AuditLog, Event};
 use crate::auth::{Authenticator, Principal};
-use crate::authz::{TenantRole, role_in};
+use crate::authz::{Capability, Role, allows, roles_in};
 use crate::cache::Caches;
 use crate::error::{Error, Result};
 use crate::keys::KeyStore;
@@ -114,11 +114,11 @@ impl Tenancy {
     }
 }
 
-/// A tenant the caller may act in, with the caller's role.
+/// A tenant the caller may act in, with the caller's roles there.
 #[derive(Debug)]
 pub struct TenantAccess {
     pub tenant: Arc<Tenant>,
-    pub role: TenantRole,
+    pub roles: Vec<Role>,
 }
 
 impl TenantAccess {
@@ -192,20 +192,35 @@ impl Tenancy {
         limit(&self.limits.per_caller, &who.user, "this caller")
     }
 
-    /// Resolves `tenant` for `who`, requiring at least `needed`. A tenant the
-    /// caller has no role in is reported exactly like a missing one, so
-    /// tenant names cannot be probed.
-    pub fn access(&self, tenant: &str, who: &Principal, needed: TenantRole) -> Result<TenantAccess> {
+    /// Resolves `tenant` for `who`, who must hold a role there that allows
+    /// `capability`. A tenant the caller has no role in is reported exactly
+    /// like a missing one, so tenant names cannot be probed.
+    pub fn access(&self, tenant: &str, who: &Principal, capability: Capability) -> Result<TenantAccess> {
         self.admit(who)?;
         let not_found = || Error::NotFound(format!("tenant '{tenant}' not found"));
         let found = self.caches.tenant(tenant).ok_or_else(not_found)?;
-        let role = role_in(&found, who).ok_or_else(not_found)?;
-        limit(&self.limits.per_tenant, tenant, &format!("tenant '{tenant}'"))?;
-        if role < needed {
-            return Err(Error::Forbidden(format!(
-                "your role in tenant '{tenant}' is {role}; this needs {needed} or higher"
-            )));
+        let roles = roles_in(&found, who);
+        if roles.is_empty() {
+            return Err(not_found());
         }
-        Ok(TenantAccess { tenant: found, role })
+        limit(&self.limits.per_tenant, tenant, &format!("tenant '{tenant}'"))?;
+        if !roles.iter().any(|role| allows(*role, capability)) {
+            return Err(Error::Forbidden(refusal(tenant, &roles, capability)));
+        }
+        Ok(TenantAccess { tenant: found, roles })
     }
+
+    /// Requires `who` to be a platform admin (404 for anyone else would
+    /// hide nothing: platform routes are no secret).
+    pub fn require_platform_admin(&self, who: &Principal) -> Result<()> {
+        self.admit(who)?;
+        if who.platform_admin { Ok(()) } else { Err(Error::Forbidden("this needs the platform-admin role".into())) }
+    }
+}
+
+/// Says which roles the caller has and which would do.
+fn refusal(tenant: &str, roles: &[Role], capability: Capability) -> String {
+    let list = |roles: &mut dyn Iterator<Item = Role>| roles.map(|r| r.to_string()).collect::<Vec<_>>().join(" or ");
+    let needed = list(&mut Role::ALL.into_iter().filter(|r| allows(*r, capability)));
+    format!("your role in tenant '{tenant}' is {}; this needs {needed}", list(&mut roles.iter().copied()))
 }

@@ -33,6 +33,8 @@ pub const SERVICE_ENDPOINTS: &str = "http://{name}.{namespace}.svc:8080";
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 pub const API_USER: &str = "system:serviceaccount:ember-system:ember-api";
+/// The platform-admin group, as `config/rbac/platform-admin.yaml` binds it.
+pub const PLATFORM_ADMINS: &str = "ember-platform-admins";
 
 /// A running ember-api wired to the control plane, and a way to call it as
 /// any user.
@@ -108,6 +110,7 @@ impl Harness {
         let (platform, refusals) = platform.unzip();
         let mut authenticator = Authenticator::new(verifier, platform.as_ref().map(|p| p.keys.clone()).zip(refusals));
         authenticator.sources = sources;
+        authenticator.platform_admin_group = Some(PLATFORM_ADMINS.into());
         let auth = Arc::new(authenticator);
         let upstream = Upstream::new(reqwest::Client::new(), endpoint_template);
         let metering = Arc::new(Metering::default());
