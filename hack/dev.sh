@@ -115,6 +115,7 @@ patches:
           - {name: EMBER_API_JWT_AUDIENCE, value: ember}
           - {name: EMBER_API_JWKS_URI, value: "$idp/jwks.json"}
           - {name: EMBER_API_JWKS_CA_FILE, value: /etc/ember/idp-ca/idp-ca.crt}
+          - {name: EMBER_API_PLATFORM_ADMIN_GROUP, value: ember-platform-admins}
           - name: EMBER_API_DATABASE_URL
             valueFrom: {secretKeyRef: {name: ember-api-database, key: url}}
       - op: add
