@@ -41,6 +41,9 @@ pub struct Entry {
     /// `ok`, `failed (<status>)`, or `started` when the action ran but its
     /// outcome could not be recorded.
     pub outcome: String,
+    /// The request that did it (its `X-Request-Id`); none for ember-api's
+    /// own background work.
+    pub request_id: Option<String>,
 }
 
 /// How long entries are kept.
@@ -60,17 +63,20 @@ impl AuditLog {
         Self { pool }
     }
 
-    /// Records `event` as started, before its action runs. When this fails
+    /// Records `event` as started, before its action runs, with the id of
+    /// the request it serves (none for background work). When this fails
     /// the action must not run (the caller gets 503): nothing is ever done
     /// without a trace.
     pub async fn begin(&self, event: &Event<'_>) -> Result<Pending> {
         let (id,): (i64,) = sqlx::query_as(
-            "INSERT INTO audit_log (tenant, actor, action, target, outcome) VALUES ($1, $2, $3, $4, 'started') RETURNING id",
+            "INSERT INTO audit_log (tenant, actor, action, target, outcome, request_id) \
+             VALUES ($1, $2, $3, $4, 'started', $5) RETURNING id",
         )
         .bind(event.tenant)
         .bind(event.actor)
         .bind(event.action)
         .bind(event.target)
+        .bind(crate::request_id::current())
         .fetch_one(&self.pool)
         .await
         .map_err(unavailable)?;
@@ -124,7 +130,7 @@ impl AuditLog {
     /// The newest `limit` entries of `tenant`, newest first.
     pub async fn recent(&self, tenant: &str, limit: i64) -> Result<Vec<Entry>> {
         sqlx::query_as::<_, Entry>(
-            "SELECT id, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS at, actor, action, target, outcome \
+            "SELECT id, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS at, actor, action, target, outcome, request_id \
              FROM audit_log WHERE tenant = $1 ORDER BY id DESC LIMIT $2",
         )
         .bind(tenant)

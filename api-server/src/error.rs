@@ -29,6 +29,9 @@ pub enum Error {
     /// The request body is larger than the route takes.
     #[error("{0}")]
     TooLarge(String),
+    /// The body is declared as something other than what the route takes.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// Too many requests of this kind in flight; retry shortly.
     #[error("{0}")]
     Busy(String),
@@ -40,8 +43,10 @@ pub enum Error {
     /// would change, or the tenant is not ready for it.
     #[error("{0}")]
     Conflict(String),
-    /// The Kubernetes API server failed or could not be reached.
-    #[error("Kubernetes API unavailable: {0}")]
+    /// A service ember-api depends on (the Kubernetes API server, its own
+    /// database) failed or could not be reached. The message is ours,
+    /// never the dependency's.
+    #[error("{0}")]
     Upstream(String),
     /// Caches not synced yet.
     #[error("{0}")]
@@ -65,6 +70,7 @@ impl Error {
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Conflict(_) => StatusCode::CONFLICT,
@@ -107,9 +113,17 @@ impl From<kube::Error> for Error {
                     tracing::error!(message = %status.message, "ember-api was refused by the API server");
                     Error::Upstream("ember-api is not permitted to do this; check its RBAC".into())
                 }
-                _ => Error::Upstream(status.message),
+                // The API server's own failures are logged, never passed on
+                // raw: they can name internals (etcd, webhooks, addresses).
+                code => {
+                    tracing::warn!(code, message = %status.message, "the Kubernetes API server failed");
+                    Error::Upstream("the Kubernetes API server could not complete the request; retry shortly".into())
+                }
             },
-            other => Error::Upstream(other.to_string()),
+            other => {
+                tracing::warn!(error = %other, "the Kubernetes API server is unreachable");
+                Error::Upstream("the Kubernetes API server is unreachable; retry shortly".into())
+            }
         }
     }
 }

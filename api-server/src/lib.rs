@@ -1,12 +1,14 @@
-//! ember-api: the REST API for end users.
+//! ember-api: the REST API for end users and platform admins.
 //!
-//! Built so far: probes; bearer-JWT authentication (`auth`) with
-//! `GET /v1/whoami`; tenant authorisation from the Tenant's owners and
-//! members (`authz`); the caller's tenants and their ModelDeployments
-//! (`routes`), read from watch caches (`cache`) and written with server-side
-//! apply. API keys, inference proxying, metering and audit are not built yet
-//! (see `docs/architecture.md`); every other path answers 501 with
-//! problem+json, saying plainly that nothing else works.
+//! Probes; bearer-JWT and API-key authentication (`auth`, `keys`) with
+//! `GET /v1/whoami`; roles and what each may do (`authz`); one router per
+//! resource (`routes`): tenants and their administration, ModelDeployments
+//! (read from watch caches, `cache`, written with server-side apply), API
+//! keys, the audit trail (`audit`) and the inference proxy with metering
+//! (`metering`). Every request passes the same layers (`layers`): a request
+//! id, a tracing span, problem+json for every error, RED metrics, and a
+//! timeout and body limit per router. Paths not built answer 501
+//! problem+json (see `docs/architecture.md`).
 
 pub mod audit;
 pub mod auth;
@@ -14,23 +16,28 @@ pub mod authz;
 pub mod cache;
 pub mod client_address;
 pub mod error;
+pub mod json;
 pub mod keys;
+pub mod layers;
 pub mod metering;
 pub mod platform_db;
 pub mod ratelimit;
 pub mod refusals;
+pub mod request_id;
 pub mod routes;
+pub mod shutdown;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::get;
 
 use auth::{Authenticator, Principal};
 use metering::Metering;
-use routes::{Tenancy, api_keys, deployments, inference, tenants};
+use routes::{Tenancy, api_keys, audit as audit_routes, deployments, inference, tenants};
 
 /// How much of the API a process serves, by what is configured.
 #[derive(Debug)]
@@ -43,13 +50,19 @@ pub enum Surface {
     Full(Box<Tenancy>),
 }
 
+/// Longest a non-inference request may take to its response head.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub fn router(surface: Surface) -> Router {
     let probes = Router::new().route("/healthz", get(|| async { "ok" }));
-    let app = match surface {
-        Surface::ProbesOnly => probes.route("/readyz", get(|| async { "ok" })),
-        Surface::Authentication(verifier) => probes
-            .route("/readyz", get(|| async { "ok" }))
-            .merge(Router::new().route("/v1/whoami", get(whoami)).with_state(verifier)),
+    let (app, metrics) = match surface {
+        Surface::ProbesOnly => (probes.route("/readyz", get(|| async { "ok" })), None),
+        Surface::Authentication(verifier) => (
+            probes
+                .route("/readyz", get(|| async { "ok" }))
+                .merge(Router::new().route("/v1/whoami", get(whoami)).with_state(verifier)),
+            None,
+        ),
         Surface::Full(tenancy) => {
             let tenancy = *tenancy;
             let caches = tenancy.caches.clone();
@@ -63,27 +76,19 @@ pub fn router(surface: Surface) -> Router {
                     }
                 }
             });
-            probes.route("/readyz", ready).merge(
-                Router::new()
-                    .route("/v1/whoami", get(whoami))
-                    .route("/v1/tenants", get(tenants::list))
-                    .route("/v1/tenants/{tenant}", get(tenants::get).put(tenants::put).delete(tenants::delete))
-                    .route("/v1/tenants/{tenant}/branding", put(tenants::put_branding))
-                    .route("/v1/tenants/{tenant}/deployments", get(deployments::list))
-                    .route(
-                        "/v1/tenants/{tenant}/deployments/{name}",
-                        get(deployments::get).put(deployments::put).delete(deployments::delete),
-                    )
-                    .route("/v1/tenants/{tenant}/api-keys", get(api_keys::list).post(api_keys::issue))
-                    .route("/v1/tenants/{tenant}/api-keys/{id}", delete(api_keys::revoke))
-                    .route("/v1/tenants/{tenant}/audit", get(api_keys::audit))
-                    .route("/v1/tenants/{tenant}/deployments/{name}/infer", post(inference::infer))
-                    .route("/v1/tenants/{tenant}/deployments/{name}/embeddings", post(inference::embeddings))
-                    .with_state(tenancy),
-            )
+            let resources = Router::new()
+                .route("/v1/whoami", get(whoami))
+                .merge(tenants::router())
+                .merge(deployments::router())
+                .merge(api_keys::router())
+                .merge(audit_routes::router());
+            let api = layers::bounded(resources, REQUEST_TIMEOUT, routes::MAX_SPEC_BYTES)
+                .merge(inference::router(&tenancy.upstream));
+            let metrics = tenancy.metering.http.clone();
+            (probes.route("/readyz", ready).merge(api.with_state(tenancy)), Some(metrics))
         }
     };
-    app.fallback(not_implemented)
+    layers::common(app.fallback(not_implemented), metrics)
 }
 
 /// The metrics listener's router: usage counters per tenant and deployment.

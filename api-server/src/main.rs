@@ -18,6 +18,7 @@ use ember_api::refusals::Refusals;
 use ember_api::routes::Platform;
 use ember_api::routes::Tenancy;
 use ember_api::routes::inference::Upstream;
+use ember_api::shutdown::{DRAIN_DEADLINE, Shutdown};
 use jsonwebtoken::Algorithm;
 
 /// Ember's REST API.
@@ -159,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
             upstream.max_request_bytes = args.max_inference_request_bytes;
             upstream.max_response_bytes = args.max_inference_response_bytes;
             upstream.slots = Arc::new(tokio::sync::Semaphore::new(args.max_inference_calls.max(1)));
+            upstream.timeout = Duration::from_secs(args.inference_timeout_seconds);
             let (platform, refusals) = match &args.database_url {
                 Some(url) => {
                     let pool = platform_db::connect(url).await?;
@@ -210,10 +212,18 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     tracing::info!(addr = %args.addr, metrics_addr = %args.metrics_addr, tenant_routes = matches!(surface, Surface::Full(_)), "ember-api listening");
     // With connection info: limits per source address need the peer.
-    axum::serve(listener, ember_api::router(surface).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    let app = ember_api::router(surface).into_make_service_with_connect_info::<SocketAddr>();
+    let shutdown = Shutdown::on_signals();
+    let mut server =
+        tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().requested()).into_future());
+    tokio::select! {
+        served = &mut server => return Ok(served??), // stopped by itself: an error
+        () = shutdown.requested() => {}
+    }
+    match tokio::time::timeout(DRAIN_DEADLINE, server).await {
+        Ok(served) => served??,
+        Err(_) => tracing::warn!("requests still in flight at the drain deadline are cut off"),
+    }
+    tracing::info!("ember-api stopped");
     Ok(())
 }

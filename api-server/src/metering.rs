@@ -15,6 +15,8 @@ type Labels = Vec<(&'static str, String)>;
 #[derive(Debug)]
 pub struct Metering {
     registry: Registry,
+    /// RED metrics of every route, in the same registry (`layers`).
+    pub http: crate::layers::HttpMetrics,
     calls: Family<Labels, Counter>,
     bytes_in: Family<Labels, Counter>,
     bytes_out: Family<Labels, Counter>,
@@ -48,7 +50,8 @@ impl Default for Metering {
         registry.register("inference_request_bytes", "Request body bytes proxied", bytes_in.clone());
         registry.register("inference_response_bytes", "Response body bytes proxied", bytes_out.clone());
         registry.register("inference_duration_seconds", "Latency of proxied inference calls", seconds.clone());
-        Self { registry, calls, bytes_in, bytes_out, seconds }
+        let http = crate::layers::HttpMetrics::registered(&mut registry);
+        Self { registry, http, calls, bytes_in, bytes_out, seconds }
     }
 }
 

@@ -27,5 +27,5 @@ pub async fn connect(url: &str) -> Result<PgPool> {
 /// A query failed: the database is down or refused; the caller sees 503.
 pub fn unavailable(error: sqlx::Error) -> Error {
     tracing::warn!(%error, "platform database query failed");
-    Error::Upstream("platform database unavailable".into())
+    Error::Upstream("ember-api's database is unavailable; retry shortly".into())
 }

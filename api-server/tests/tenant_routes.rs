@@ -144,7 +144,7 @@ async fn bad_bodies_are_refused_naming_the_field_and_create_nothing() {
             422,
             "quantize",
         ),
-        (json!(["not", "an", "object"]), 400, "JSON object"),
+        (json!(["not", "an", "object"]), 422, "JSON object"),
     ];
     for (body, status, says) in cases {
         let (got, problem) = h.call("PUT", path, Some(&alice), Some(&body.to_string())).await;

@@ -1,17 +1,19 @@
 //! `/v1/tenants/{t}/api-keys[/{id}]`: tenant admins issue, list and revoke
 //! the tenant's API keys. The secret is in the creation response only.
 
-use axum::body::Body;
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Json;
+use axum::routing::{delete, get};
 use serde::Deserialize;
 
-use super::{Platform, Tenancy};
+use super::Tenancy;
 use crate::audit::Event;
 use crate::auth::Principal;
 use crate::authz::{Capability, TenantRole};
 use crate::error::{Error, Result};
+use crate::json::JsonBody;
 use crate::keys::{IssuedKey, KeyInfo};
 
 #[derive(Debug, Deserialize)]
@@ -21,23 +23,21 @@ struct NewKey {
     role: TenantRole,
 }
 
-fn platform(state: &Tenancy) -> Result<&Platform> {
-    state.platform.as_ref().ok_or_else(|| {
-        Error::NotImplemented("API keys need the platform database (--database-url); none is configured".into())
-    })
+pub fn router() -> Router<Tenancy> {
+    Router::new()
+        .route("/v1/tenants/{tenant}/api-keys", get(list).post(issue))
+        .route("/v1/tenants/{tenant}/api-keys/{id}", delete(revoke))
 }
 
 pub async fn issue(
     State(state): State<Tenancy>,
     who: Principal,
     Path(tenant): Path<String>,
-    body: Body,
+    body: JsonBody,
 ) -> Result<(StatusCode, Json<IssuedKey>)> {
     let access = state.access(&tenant, &who, Capability::ManageApiKeys)?;
-    let platform = platform(&state)?;
-    let body = super::read_body(body, 4 << 10).await?;
-    let request: NewKey = serde_json::from_slice(&body)
-        .map_err(|e| Error::Invalid(format!("body must be {{\"name\": ..., \"role\": \"view\"|\"edit\"}}: {e}")))?;
+    let platform = state.required_platform()?;
+    let request: NewKey = body.read(4 << 10, r#"a key request {"name": ..., "role": "view"|"edit"}"#).await?;
     // The id is random and made at issue time: the entry names the key's
     // name; the key's id is in its listing.
     let target = format!("apikey-name:{}", request.name);
@@ -53,7 +53,7 @@ pub async fn list(
     Path(tenant): Path<String>,
 ) -> Result<Json<Vec<KeyInfo>>> {
     let access = state.access(&tenant, &who, Capability::ManageApiKeys)?;
-    Ok(Json(platform(&state)?.keys.list(access.name()).await?))
+    Ok(Json(state.required_platform()?.keys.list(access.name()).await?))
 }
 
 pub async fn revoke(
@@ -62,7 +62,7 @@ pub async fn revoke(
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<StatusCode> {
     let access = state.access(&tenant, &who, Capability::ManageApiKeys)?;
-    let platform = platform(&state)?;
+    let platform = state.required_platform()?;
     let target = format!("apikey:{id}");
     let event =
         Event { tenant: Some(access.name()), actor: &who.user, action: "api-key.revoke", target: Some(&target) };
@@ -75,14 +75,4 @@ pub async fn revoke(
         })
         .await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// `GET /v1/tenants/{t}/audit`: the tenant's newest 100 audit entries.
-pub async fn audit(
-    State(state): State<Tenancy>,
-    who: Principal,
-    Path(tenant): Path<String>,
-) -> Result<Json<Vec<crate::audit::Entry>>> {
-    let access = state.access(&tenant, &who, Capability::ReadRecords)?;
-    Ok(Json(platform(&state)?.audit.recent(access.name(), 100).await?))
 }

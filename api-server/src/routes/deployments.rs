@@ -3,10 +3,11 @@
 //! as field manager `ember-api`, without forcing, so fields owned by
 //! kubectl, Argo CD or Flux answer 409 instead of being taken over.
 
-use axum::body::Body;
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Json;
+use axum::routing;
 use ember_crds::labels::FIELD_MANAGER_API;
 use ember_crds::model_deployment::{ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus};
 use kube::Api;
@@ -14,15 +15,22 @@ use kube::api::{DeleteParams, Patch, PatchParams, ValidationDirective};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{MAX_SPEC_BYTES, Tenancy, read_body};
+use super::{MAX_SPEC_BYTES, Tenancy};
 use crate::audit::Event;
 use crate::auth::Principal;
 use crate::authz::Capability;
 use crate::error::{Error, Result};
+use crate::json::JsonBody;
 
 /// The fields a caller may set: the spec, nothing else (no status, labels,
 /// owner references or tenant names).
 const SPEC_FIELDS: [&str; 5] = ["model", "backend", "resources", "replicas", "batching"];
+
+pub fn router() -> Router<Tenancy> {
+    Router::new()
+        .route("/v1/tenants/{tenant}/deployments", routing::get(list))
+        .route("/v1/tenants/{tenant}/deployments/{name}", routing::get(get).put(put).delete(delete))
+}
 
 /// A ModelDeployment as the REST API shows it: no managed fields, no
 /// internal metadata.
@@ -110,11 +118,11 @@ pub async fn put(
     State(state): State<Tenancy>,
     who: Principal,
     Path((tenant, name)): Path<(String, String)>,
-    body: Body,
+    body: JsonBody,
 ) -> Result<(StatusCode, Json<DeploymentView>)> {
     let access = state.access(&tenant, &who, Capability::WriteDeployments)?;
     let namespace = access.writable_namespace()?;
-    let spec = spec_from(&read_body(body, MAX_SPEC_BYTES).await?)?;
+    let spec = spec_from(body.read(MAX_SPEC_BYTES, "a ModelDeployment spec").await?)?;
     let existed = state.caches.deployment(namespace, &name).is_some();
     let object = json!({
         "apiVersion": "ember.dev/v1alpha1",
@@ -157,11 +165,9 @@ pub async fn delete(
 }
 
 /// The request body as a spec object, refusing anything but spec fields.
-fn spec_from(body: &[u8]) -> Result<Value> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| Error::BadRequest(format!("body is not valid JSON: {e}")))?;
+fn spec_from(value: Value) -> Result<Value> {
     let Value::Object(fields) = &value else {
-        return Err(Error::BadRequest("body must be a JSON object: the ModelDeployment spec".into()));
+        return Err(Error::Invalid("the body must be a JSON object: the ModelDeployment spec".into()));
     };
     if let Some(field) = fields.keys().find(|k| !SPEC_FIELDS.contains(&k.as_str())) {
         return Err(Error::Invalid(format!(

@@ -10,10 +10,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
+use axum::routing::post;
 
 use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -43,6 +45,9 @@ pub struct Upstream {
     pub max_response_bytes: usize,
     /// Calls in flight; a call waits up to `SLOT_WAIT` for one, then 503.
     pub slots: Arc<Semaphore>,
+    /// Longest call (the HTTP client's own timeout; the router's layer
+    /// allows a few seconds more for reading the request body).
+    pub timeout: Duration,
 }
 
 /// How long a call waits for a free slot before 503 + Retry-After.
@@ -58,6 +63,7 @@ impl Upstream {
             max_request_bytes: 8 << 20,
             max_response_bytes: 16 << 20,
             slots: Arc::new(Semaphore::new(8)),
+            timeout: Duration::from_secs(60),
         }
     }
 
@@ -65,6 +71,18 @@ impl Upstream {
         self.endpoint_template.replace("{name}", name).replace("{namespace}", namespace)
     }
 }
+
+/// The inference routes, with their own bounds: the call's timeout plus
+/// time to read the body, and the inference body limit.
+pub fn router(upstream: &Upstream) -> Router<Tenancy> {
+    let routes = Router::new()
+        .route("/v1/tenants/{tenant}/deployments/{name}/infer", post(infer))
+        .route("/v1/tenants/{tenant}/deployments/{name}/embeddings", post(embeddings));
+    crate::layers::bounded(routes, upstream.timeout + BODY_READ_ALLOWANCE, upstream.max_request_bytes)
+}
+
+/// Time allowed beyond the call's timeout for the request body to arrive.
+const BODY_READ_ALLOWANCE: Duration = Duration::from_secs(5);
 
 pub async fn infer(
     state: State<Tenancy>,

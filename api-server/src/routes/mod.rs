@@ -1,6 +1,7 @@
 //! Routes that need both an authenticated caller and the cluster.
 
 pub mod api_keys;
+pub mod audit;
 pub mod deployments;
 pub mod inference;
 pub mod tenants;
@@ -57,6 +58,13 @@ pub struct Platform {
 }
 
 impl Tenancy {
+    /// The platform database's parts, or 501 when none is configured.
+    pub fn required_platform(&self) -> Result<&Platform> {
+        self.platform.as_ref().ok_or_else(|| {
+            Error::NotImplemented("this needs ember-api's database (--database-url); none is configured".into())
+        })
+    }
+
     /// Revokes, every `interval`, the API keys that no longer hold (their
     /// Tenant deleted, their creator no longer an admin; see
     /// `authz::key_holds`), recording each revocation in the audit log.

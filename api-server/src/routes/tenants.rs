@@ -10,10 +10,11 @@
 //! it and only it, and an admin's spec writes and an owner's branding
 //! writes never collide as one manager.
 
-use axum::body::Body;
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Json;
+use axum::routing;
 use ember_crds::conditions::{find_condition, types};
 use ember_crds::labels::{FIELD_MANAGER_API, FIELD_MANAGER_API_BRANDING};
 use ember_crds::tenant::{Tenant, TenantSpec};
@@ -23,16 +24,24 @@ use kube::api::{DeleteParams, Patch, PatchParams, Preconditions, ValidationDirec
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{MAX_SPEC_BYTES, Tenancy, TenantAccess, read_body};
+use super::{MAX_SPEC_BYTES, Tenancy, TenantAccess};
 use crate::audit::Event;
 use crate::auth::Principal;
 use crate::authz::{Capability, Role, roles_in};
 use crate::error::{Error, Result};
+use crate::json::JsonBody;
 
 /// Spec fields a platform admin sets with `PUT /v1/tenants/{t}`.
 const ADMIN_FIELDS: [&str; 6] = ["owners", "members", "quota", "database", "network", "suspended"];
 /// Spec fields set with `PUT /v1/tenants/{t}/branding`.
 const PRESENTATION_FIELDS: [&str; 2] = ["displayName", "branding"];
+
+pub fn router() -> Router<Tenancy> {
+    Router::new()
+        .route("/v1/tenants", routing::get(list))
+        .route("/v1/tenants/{tenant}", routing::get(get).put(put).delete(delete))
+        .route("/v1/tenants/{tenant}/branding", routing::put(put_branding))
+}
 
 /// A tenant in a listing.
 #[derive(Debug, Serialize)]
@@ -124,10 +133,11 @@ pub async fn put(
     State(state): State<Tenancy>,
     who: Principal,
     Path(name): Path<String>,
-    body: Body,
+    body: JsonBody,
 ) -> Result<(StatusCode, Json<TenantView>)> {
     state.require_platform_admin(&who)?;
-    let spec = spec_fields(&read_body(body, MAX_SPEC_BYTES).await?, &ADMIN_FIELDS, "PUT /v1/tenants/{t}/branding")?;
+    let body = body.read(MAX_SPEC_BYTES, "a Tenant spec").await?;
+    let spec = spec_fields(body, &ADMIN_FIELDS, "PUT /v1/tenants/{t}/branding")?;
     let existing = state.caches.tenant(&name);
     let object = json!({
         "apiVersion": "ember.dev/v1alpha1",
@@ -150,10 +160,11 @@ pub async fn put_branding(
     State(state): State<Tenancy>,
     who: Principal,
     Path(name): Path<String>,
-    body: Body,
+    body: JsonBody,
 ) -> Result<Json<TenantView>> {
     let access = state.access(&name, &who, Capability::EditBranding)?;
-    let spec = spec_fields(&read_body(body, MAX_SPEC_BYTES).await?, &PRESENTATION_FIELDS, "PUT /v1/tenants/{t}")?;
+    let body = body.read(MAX_SPEC_BYTES, "a Tenant's branding").await?;
+    let spec = spec_fields(body, &PRESENTATION_FIELDS, "PUT /v1/tenants/{t}")?;
     // The UID makes this an update of the Tenant the caller was authorised
     // in: should it have been deleted meanwhile, the API server refuses
     // instead of creating a Tenant that has nothing but branding.
@@ -195,11 +206,9 @@ async fn apply(state: &Tenancy, name: &str, manager: &str, object: &Value) -> Re
 
 /// The body as a JSON object of only `allowed` spec fields; a field of the
 /// other route is refused naming that route.
-fn spec_fields(body: &[u8], allowed: &[&str], other_route: &str) -> Result<Value> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| Error::BadRequest(format!("body is not valid JSON: {e}")))?;
+fn spec_fields(value: Value, allowed: &[&str], other_route: &str) -> Result<Value> {
     let Value::Object(fields) = &value else {
-        return Err(Error::BadRequest(format!("body must be a JSON object with the fields {}", allowed.join(", "))));
+        return Err(Error::Invalid(format!("the body must be a JSON object with the fields {}", allowed.join(", "))));
     };
     if let Some(field) = fields.keys().find(|k| !allowed.contains(&k.as_str())) {
         let elsewhere = ADMIN_FIELDS.contains(&field.as_str()) || PRESENTATION_FIELDS.contains(&field.as_str());
@@ -219,18 +228,18 @@ mod tests {
     #[test]
     fn each_route_takes_its_own_fields_and_points_to_the_other() {
         let Err(Error::Invalid(message)) =
-            spec_fields(br#"{"quota": {}, "branding": {}}"#, &ADMIN_FIELDS, "PUT /v1/tenants/{t}/branding")
+            spec_fields(json!({"quota": {}, "branding": {}}), &ADMIN_FIELDS, "PUT /v1/tenants/{t}/branding")
         else {
             panic!("branding accepted on the admin route")
         };
         assert!(message.contains("spec.branding") && message.contains("/branding"), "{message}");
         let Err(Error::Invalid(message)) =
-            spec_fields(br#"{"status": {}}"#, &PRESENTATION_FIELDS, "PUT /v1/tenants/{t}")
+            spec_fields(json!({"status": {}}), &PRESENTATION_FIELDS, "PUT /v1/tenants/{t}")
         else {
             panic!("status accepted")
         };
         assert!(message.contains("spec.status") && !message.contains("set with"), "{message}");
-        assert!(matches!(spec_fields(b"[1]", &ADMIN_FIELDS, ""), Err(Error::BadRequest(_))));
-        assert!(spec_fields(br#"{"displayName": "Acme"}"#, &PRESENTATION_FIELDS, "").is_ok());
+        assert!(matches!(spec_fields(json!([1]), &ADMIN_FIELDS, ""), Err(Error::Invalid(_))));
+        assert!(spec_fields(json!({"displayName": "Acme"}), &PRESENTATION_FIELDS, "").is_ok());
     }
 }
