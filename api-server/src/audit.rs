@@ -20,6 +20,19 @@ pub struct Event<'a> {
     pub target: Option<&'a str>,
 }
 
+/// A change seen on a watch, made through the Kubernetes API (`change_log`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub tenant: Option<String>,
+    /// The field manager that wrote the spec (`kubectl`, `argocd-controller`,
+    /// `kustomize-controller`...), or `unknown` for a deletion.
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub uid: String,
+    pub generation: i64,
+}
+
 /// An entry written before its action ran; [`AuditLog::finish`] records how
 /// it ended.
 #[derive(Debug)]
@@ -42,8 +55,13 @@ pub struct Entry {
     /// outcome could not be recorded.
     pub outcome: String,
     /// The request that did it (its `X-Request-Id`); none for ember-api's
-    /// own background work.
+    /// own background work and for changes seen on a watch.
     pub request_id: Option<String>,
+    /// `rest` (through ember-api) or `kubernetes` (kubectl, GitOps...,
+    /// seen on a watch; the actor is the field manager).
+    pub source: String,
+    /// For changes seen on a watch: the object's generation after it.
+    pub generation: Option<i64>,
 }
 
 /// How long entries are kept.
@@ -81,6 +99,51 @@ impl AuditLog {
         .await
         .map_err(unavailable)?;
         Ok(Pending { id })
+    }
+
+    /// Records a refused attempt at a change (403): who tried what, with the
+    /// request id. A failure to record is logged; the request was refused
+    /// anyway, so nothing was done unaudited.
+    pub async fn refused(&self, event: &Event<'_>, outcome: &str) {
+        let inserted = sqlx::query(
+            "INSERT INTO audit_log (tenant, actor, action, target, outcome, request_id) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(event.tenant)
+        .bind(event.actor)
+        .bind(event.action)
+        .bind(event.target)
+        .bind(outcome)
+        .bind(crate::request_id::current())
+        .execute(&self.pool)
+        .await;
+        if let Err(error) = inserted {
+            tracing::error!(%error, action = event.action, actor = event.actor, "refused attempt not audited");
+        }
+    }
+
+    /// Records a change seen on a watch, once per object, generation and
+    /// action across replicas and restarts. A deletion ember-api itself
+    /// made (its REST entry exists, started or done, within the hour) is
+    /// not recorded twice.
+    pub async fn record_observed(&self, change: &Observed) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (tenant, actor, action, target, outcome, source, object_uid, generation) \
+             SELECT $1, $2, $3, $4, 'ok', 'kubernetes', $5, $6 \
+             WHERE NOT ($3 LIKE '%.delete' AND EXISTS ( \
+                 SELECT 1 FROM audit_log WHERE source = 'rest' AND action = $3 AND target = $4 \
+                 AND tenant IS NOT DISTINCT FROM $1 AND outcome IN ('ok', 'started') AND at > now() - interval '1 hour')) \
+             ON CONFLICT (object_uid, generation, action) WHERE source = 'kubernetes' DO NOTHING",
+        )
+        .bind(change.tenant.as_deref())
+        .bind(&change.actor)
+        .bind(&change.action)
+        .bind(&change.target)
+        .bind(&change.uid)
+        .bind(change.generation)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
     }
 
     /// Records the outcome of a begun entry. A failure here leaves the
@@ -130,7 +193,7 @@ impl AuditLog {
     /// The newest `limit` entries of `tenant`, newest first.
     pub async fn recent(&self, tenant: &str, limit: i64) -> Result<Vec<Entry>> {
         sqlx::query_as::<_, Entry>(
-            "SELECT id, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS at, actor, action, target, outcome, request_id \
+            "SELECT id, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS at, actor, action, target, outcome, request_id, source, generation \
              FROM audit_log WHERE tenant = $1 ORDER BY id DESC LIMIT $2",
         )
         .bind(tenant)

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod cache;
+pub mod change_log;
 pub mod client_address;
 pub mod error;
 pub mod json;

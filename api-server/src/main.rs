@@ -170,6 +170,8 @@ async fn main() -> anyhow::Result<()> {
                         audit: day * u32::try_from(args.audit_retention_days)?,
                         refusals: day * u32::try_from(args.refusal_retention_days)?,
                     });
+                    // Changes made with kubectl or GitOps join the same trail.
+                    ember_api::change_log::spawn(client.clone(), audit.clone());
                     let refusals = Arc::new(Refusals::new(pool.clone()));
                     refusals.spawn_flusher(Duration::from_secs(5));
                     (Some(Platform { keys: KeyStore::new(pool), audit }), Some(refusals))

@@ -96,7 +96,7 @@ async fn platform_admins_administer_tenants_and_owners_only_their_branding() {
     assert!(detail.contains("kubectl") && detail.contains("quota.cpu"), "{detail}");
     assert_eq!(tenants.get("globex-admin").await.unwrap().spec.quota.cpu.0, "5");
 
-    // Deleted by the admin; every step is in the audit trail.
+    // Deleted by the admin; every step is in the audit trail, refusals too.
     let (status, body) = h.call("DELETE", path, Some(&admin), None).await;
     assert_eq!(status, 202, "{body}");
     poll::until_async("the Tenant is gone", TIMEOUT, async || {
@@ -108,6 +108,8 @@ async fn platform_admins_administer_tenants_and_owners_only_their_branding() {
     let expected = [
         ("pat", "tenant.create", "ok"),
         ("pat", "tenant.update", "ok"),
+        ("olga", "tenant.write", "denied (403)"),
+        ("olga", "tenant.delete", "denied (403)"),
         ("olga", "tenant.branding", "ok"),
         ("pat", "tenant.update", "failed (409)"),
         ("pat", "tenant.delete", "ok"),

@@ -35,7 +35,7 @@ pub async fn issue(
     Path(tenant): Path<String>,
     body: JsonBody,
 ) -> Result<(StatusCode, Json<IssuedKey>)> {
-    let access = state.access(&tenant, &who, Capability::ManageApiKeys)?;
+    let access = state.access_to_change(&tenant, &who, Capability::ManageApiKeys, "api-key.issue", "apikey").await?;
     let platform = state.required_platform()?;
     let request: NewKey = body.read(4 << 10, r#"a key request {"name": ..., "role": "view"|"edit"}"#).await?;
     // The id is random and made at issue time: the entry names the key's
@@ -61,9 +61,9 @@ pub async fn revoke(
     who: Principal,
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<StatusCode> {
-    let access = state.access(&tenant, &who, Capability::ManageApiKeys)?;
-    let platform = state.required_platform()?;
     let target = format!("apikey:{id}");
+    let access = state.access_to_change(&tenant, &who, Capability::ManageApiKeys, "api-key.revoke", &target).await?;
+    let platform = state.required_platform()?;
     let event =
         Event { tenant: Some(access.name()), actor: &who.user, action: "api-key.revoke", target: Some(&target) };
     state

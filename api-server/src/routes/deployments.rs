@@ -120,10 +120,14 @@ pub async fn put(
     Path((tenant, name)): Path<(String, String)>,
     body: JsonBody,
 ) -> Result<(StatusCode, Json<DeploymentView>)> {
-    let access = state.access(&tenant, &who, Capability::WriteDeployments)?;
+    let target = format!("modeldeployment:{name}");
+    let access =
+        state.access_to_change(&tenant, &who, Capability::WriteDeployments, "deployment.write", &target).await?;
     let namespace = access.writable_namespace()?;
     let spec = spec_from(body.read(MAX_SPEC_BYTES, "a ModelDeployment spec").await?)?;
-    let existed = state.caches.deployment(namespace, &name).is_some();
+    let api: Api<ModelDeployment> = Api::namespaced(state.client.clone(), namespace);
+    // As for Tenants: a cache miss is confirmed with the API server.
+    let existed = state.caches.deployment(namespace, &name).is_some() || api.get_metadata_opt(&name).await?.is_some();
     let object = json!({
         "apiVersion": "ember.dev/v1alpha1",
         "kind": "ModelDeployment",
@@ -134,8 +138,6 @@ pub async fn put(
     // Unknown nested fields are refused by the API server (422 naming the
     // field) instead of being silently pruned.
     params.field_validation = Some(ValidationDirective::Strict);
-    let api: Api<ModelDeployment> = Api::namespaced(state.client.clone(), namespace);
-    let target = format!("modeldeployment:{name}");
     let action = if existed { "deployment.update" } else { "deployment.create" };
     let event = Event { tenant: Some(access.name()), actor: &who.user, action, target: Some(&target) };
     let applied = state.audited(event, async { Ok(api.patch(&name, &params, &Patch::Apply(&object)).await?) }).await?;
@@ -148,9 +150,10 @@ pub async fn delete(
     who: Principal,
     Path((tenant, name)): Path<(String, String)>,
 ) -> Result<StatusCode> {
-    let access = state.access(&tenant, &who, Capability::WriteDeployments)?;
-    let api: Api<ModelDeployment> = Api::namespaced(state.client.clone(), access.writable_namespace()?);
     let target = format!("modeldeployment:{name}");
+    let access =
+        state.access_to_change(&tenant, &who, Capability::WriteDeployments, "deployment.delete", &target).await?;
+    let api: Api<ModelDeployment> = Api::namespaced(state.client.clone(), access.writable_namespace()?);
     let event =
         Event { tenant: Some(access.name()), actor: &who.user, action: "deployment.delete", target: Some(&target) };
     state

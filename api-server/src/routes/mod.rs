@@ -218,6 +218,43 @@ impl Tenancy {
         Ok(TenantAccess { tenant: found, roles })
     }
 
+    /// [`access`](Self::access) for a change: the refusal of a caller who
+    /// holds a role in the tenant, but not one that allows the change (403),
+    /// is itself audited as `action` on `target`, outcome `denied (403)`.
+    pub async fn access_to_change(
+        &self,
+        tenant: &str,
+        who: &Principal,
+        capability: Capability,
+        action: &str,
+        target: &str,
+    ) -> Result<TenantAccess> {
+        let access = self.access(tenant, who, capability);
+        self.audit_refusal(&access, tenant, who, action, target).await;
+        access
+    }
+
+    /// [`require_platform_admin`](Self::require_platform_admin) for a
+    /// change, the refusal audited like [`access_to_change`](Self::access_to_change)'s.
+    pub async fn platform_admin_to_change(
+        &self,
+        who: &Principal,
+        tenant: &str,
+        action: &str,
+        target: &str,
+    ) -> Result<()> {
+        let allowed = self.require_platform_admin(who);
+        self.audit_refusal(&allowed, tenant, who, action, target).await;
+        allowed
+    }
+
+    async fn audit_refusal<T>(&self, result: &Result<T>, tenant: &str, who: &Principal, action: &str, target: &str) {
+        if let (Err(Error::Forbidden(_)), Some(platform)) = (result, &self.platform) {
+            let event = Event { tenant: Some(tenant), actor: &who.user, action, target: Some(target) };
+            platform.audit.refused(&event, "denied (403)").await;
+        }
+    }
+
     /// Requires `who` to be a platform admin (404 for anyone else would
     /// hide nothing: platform routes are no secret).
     pub fn require_platform_admin(&self, who: &Principal) -> Result<()> {

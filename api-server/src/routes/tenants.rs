@@ -135,21 +135,25 @@ pub async fn put(
     Path(name): Path<String>,
     body: JsonBody,
 ) -> Result<(StatusCode, Json<TenantView>)> {
-    state.require_platform_admin(&who)?;
+    let target = format!("tenant:{name}");
+    state.platform_admin_to_change(&who, &name, "tenant.write", &target).await?;
     let body = body.read(MAX_SPEC_BYTES, "a Tenant spec").await?;
     let spec = spec_fields(body, &ADMIN_FIELDS, "PUT /v1/tenants/{t}/branding")?;
-    let existing = state.caches.tenant(&name);
+    // The cache may not have seen a Tenant created a moment ago; when it
+    // knows none, ask the API server (creations are rare) so that 201 and
+    // the audit action say what really happened.
+    let api: Api<Tenant> = Api::all(state.client.clone());
+    let existed = state.caches.tenant(&name).is_some() || api.get_metadata_opt(&name).await?.is_some();
     let object = json!({
         "apiVersion": "ember.dev/v1alpha1",
         "kind": "Tenant",
         "metadata": {"name": name},
         "spec": spec,
     });
-    let action = if existing.is_some() { "tenant.update" } else { "tenant.create" };
-    let target = format!("tenant:{name}");
+    let action = if existed { "tenant.update" } else { "tenant.create" };
     let event = Event { tenant: Some(&name), actor: &who.user, action, target: Some(&target) };
     let applied = state.audited(event, apply(&state, &name, FIELD_MANAGER_API, &object)).await?;
-    let status = if existing.is_some() { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(TenantView::of(&applied, roles_in(&applied, &who)))))
 }
 
@@ -162,7 +166,8 @@ pub async fn put_branding(
     Path(name): Path<String>,
     body: JsonBody,
 ) -> Result<Json<TenantView>> {
-    let access = state.access(&name, &who, Capability::EditBranding)?;
+    let target = format!("tenant:{name}");
+    let access = state.access_to_change(&name, &who, Capability::EditBranding, "tenant.branding", &target).await?;
     let body = body.read(MAX_SPEC_BYTES, "a Tenant's branding").await?;
     let spec = spec_fields(body, &PRESENTATION_FIELDS, "PUT /v1/tenants/{t}")?;
     // The UID makes this an update of the Tenant the caller was authorised
@@ -174,7 +179,6 @@ pub async fn put_branding(
         "metadata": {"name": name, "uid": access.uid()?},
         "spec": spec,
     });
-    let target = format!("tenant:{name}");
     let event = Event { tenant: Some(&name), actor: &who.user, action: "tenant.branding", target: Some(&target) };
     let applied = state.audited(event, apply(&state, &name, FIELD_MANAGER_API_BRANDING, &object)).await?;
     Ok(Json(TenantView::of(&applied, access.roles)))
@@ -183,14 +187,14 @@ pub async fn put_branding(
 /// `DELETE /v1/tenants/{t}` (platform admins): the operator then removes
 /// the namespace and, by the Tenant's database policy, its schema.
 pub async fn delete(State(state): State<Tenancy>, who: Principal, Path(name): Path<String>) -> Result<StatusCode> {
-    let access = state.access(&name, &who, Capability::ManageTenants)?;
+    let target = format!("tenant:{name}");
+    let access = state.access_to_change(&name, &who, Capability::ManageTenants, "tenant.delete", &target).await?;
     let api: Api<Tenant> = Api::all(state.client.clone());
     // Deletes the very Tenant the caller saw, not one created anew since.
     let params = DeleteParams {
         preconditions: Some(Preconditions { uid: Some(access.uid()?.to_owned()), resource_version: None }),
         ..DeleteParams::default()
     };
-    let target = format!("tenant:{name}");
     let event = Event { tenant: Some(&name), actor: &who.user, action: "tenant.delete", target: Some(&target) };
     state.audited(event, async { Ok(api.delete(&name, &params).await.map(|_| ())?) }).await?;
     Ok(StatusCode::ACCEPTED)
