@@ -62,6 +62,7 @@ pub struct Entry {
     pub source: String,
     /// For changes seen on a watch: the object's generation after it.
     pub generation: Option<i64>,
+    pub tenant: Option<String>,
 }
 
 /// How long entries are kept.
@@ -190,16 +191,44 @@ impl AuditLog {
         });
     }
 
-    /// The newest `limit` entries of `tenant`, newest first.
-    pub async fn recent(&self, tenant: &str, limit: i64) -> Result<Vec<Entry>> {
+    /// One page of entries matching `filter`, newest first.
+    pub async fn page(&self, filter: &Filter) -> Result<Vec<Entry>> {
         sqlx::query_as::<_, Entry>(
-            "SELECT id, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS at, actor, action, target, outcome, request_id, source, generation \
-             FROM audit_log WHERE tenant = $1 ORDER BY id DESC LIMIT $2",
+            "SELECT id, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS at, actor, action, \
+                    target, outcome, request_id, source, generation, tenant \
+             FROM audit_log \
+             WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR actor = $2) \
+               AND ($3::text IS NULL OR action = $3 OR action LIKE $3 || '.%') AND ($4::text IS NULL OR source = $4) \
+               AND ($5::timestamptz IS NULL OR at >= $5::timestamptz) AND ($6::timestamptz IS NULL OR at < $6::timestamptz) \
+               AND ($7::bigint IS NULL OR id < $7) \
+             ORDER BY id DESC LIMIT $8",
         )
-        .bind(tenant)
-        .bind(limit)
+        .bind(filter.tenant.as_deref())
+        .bind(filter.actor.as_deref())
+        .bind(filter.action.as_deref())
+        .bind(filter.source.as_deref())
+        .bind(filter.from.map(|t| t.to_string()))
+        .bind(filter.to.map(|t| t.to_string()))
+        .bind(filter.before)
+        .bind(filter.limit)
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)
     }
+}
+
+/// Which entries to read (`GET .../audit` parameters, see `routes::audit`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filter {
+    pub tenant: Option<String>,
+    pub actor: Option<String>,
+    /// An action (`deployment.update`) or a family of them (`deployment`).
+    pub action: Option<String>,
+    /// `rest` or `kubernetes`.
+    pub source: Option<String>,
+    pub from: Option<jiff::Timestamp>,
+    pub to: Option<jiff::Timestamp>,
+    /// The cursor: only entries older than this id.
+    pub before: Option<i64>,
+    pub limit: i64,
 }

@@ -17,6 +17,7 @@ pub mod cache;
 pub mod change_log;
 pub mod client_address;
 pub mod error;
+pub mod export;
 pub mod json;
 pub mod keys;
 pub mod layers;
