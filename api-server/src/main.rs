@@ -13,7 +13,7 @@ use ember_api::cache::Caches;
 use ember_api::keys::KeyStore;
 use ember_api::metering::Metering;
 use ember_api::platform_db;
-use ember_api::ratelimit::{RateLimiter, RateLimits, SourceLimits};
+use ember_api::ratelimit::{RateLimiter, RateLimits, SharedBuckets, SourceLimits};
 use ember_api::refusals::Refusals;
 use ember_api::routes::Platform;
 use ember_api::routes::Tenancy;
@@ -83,6 +83,11 @@ struct Args {
     /// Requests per second all callers of one tenant may make together.
     #[arg(long, env = "EMBER_API_RATE_PER_TENANT", default_value_t = 200.0)]
     rate_per_tenant: f64,
+    /// Redis holding the rate-limit buckets all replicas share, e.g.
+    /// `redis://ember-redis:6379`. Without it (or while it is unreachable)
+    /// each replica limits on its own.
+    #[arg(long, env = "EMBER_API_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
     /// Requests per second one source address may make, before any
     /// credential is checked.
     #[arg(long, env = "EMBER_API_RATE_PER_SOURCE", default_value_t = 200.0)]
@@ -187,6 +192,18 @@ async fn main() -> anyhow::Result<()> {
             };
             authenticator.platform_admin_group = args.platform_admin_group.clone();
             let auth = Arc::new(authenticator);
+            let shared = match &args.redis_url {
+                Some(url) => Some(SharedBuckets::new(url, metering.shared_limits.clone())?),
+                None => None,
+            };
+            let limit = |rate: f64, scope: &'static str| {
+                // Bursts of twice the per-second rate.
+                let limiter = RateLimiter::new(rate, 2.0 * rate);
+                match &shared {
+                    Some(buckets) => limiter.shared(buckets.clone(), scope),
+                    None => limiter,
+                }
+            };
             let tenancy = Tenancy {
                 auth,
                 platform,
@@ -194,10 +211,9 @@ async fn main() -> anyhow::Result<()> {
                 client,
                 upstream,
                 metering: metering.clone(),
-                // Bursts of twice the per-second rate.
                 limits: Arc::new(RateLimits {
-                    per_caller: RateLimiter::new(args.rate_per_caller, 2.0 * args.rate_per_caller),
-                    per_tenant: RateLimiter::new(args.rate_per_tenant, 2.0 * args.rate_per_tenant),
+                    per_caller: limit(args.rate_per_caller, "caller"),
+                    per_tenant: limit(args.rate_per_tenant, "tenant"),
                 }),
             };
             tenancy.spawn_key_sweeper(Duration::from_secs(30));

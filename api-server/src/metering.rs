@@ -10,6 +10,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::ratelimit::SharedLimitMetrics;
+
 type Labels = Vec<(&'static str, String)>;
 
 #[derive(Debug)]
@@ -21,6 +23,8 @@ pub struct Metering {
     bytes_in: Family<Labels, Counter>,
     bytes_out: Family<Labels, Counter>,
     seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    /// Health of the rate limits shared through Redis (0s without Redis).
+    pub shared_limits: SharedLimitMetrics,
 }
 
 /// One finished proxied call.
@@ -51,7 +55,18 @@ impl Default for Metering {
         registry.register("inference_response_bytes", "Response body bytes proxied", bytes_out.clone());
         registry.register("inference_duration_seconds", "Latency of proxied inference calls", seconds.clone());
         let http = crate::layers::HttpMetrics::registered(&mut registry);
-        Self { registry, http, calls, bytes_in, bytes_out, seconds }
+        let shared_limits = SharedLimitMetrics::default();
+        registry.register(
+            "ratelimit_shared_fallbacks",
+            "Rate-limit checks answered by this replica's own bucket because Redis failed",
+            shared_limits.fallbacks.clone(),
+        );
+        registry.register(
+            "ratelimit_shared_up",
+            "1 while Redis answered the last rate-limit check",
+            shared_limits.up.clone(),
+        );
+        Self { registry, http, calls, bytes_in, bytes_out, seconds, shared_limits }
     }
 }
 

@@ -52,7 +52,7 @@ pub async fn list(
     who: Principal,
     Path(tenant): Path<String>,
 ) -> Result<Json<Vec<KeyInfo>>> {
-    let access = state.access(&tenant, &who, Capability::ManageApiKeys)?;
+    let access = state.access(&tenant, &who, Capability::ManageApiKeys).await?;
     Ok(Json(state.required_platform()?.keys.list(access.name()).await?))
 }
 

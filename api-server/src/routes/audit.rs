@@ -43,7 +43,7 @@ async fn tenant_trail(
     headers: HeaderMap,
     query: Pairs,
 ) -> Result<Response> {
-    let access = state.access(&tenant, &who, Capability::ReadRecords)?;
+    let access = state.access(&tenant, &who, Capability::ReadRecords).await?;
     let pairs = pairs(query)?;
     let mut filter = filter_from(&pairs, false)?;
     filter.tenant = Some(access.name().to_owned());
@@ -56,7 +56,7 @@ async fn platform_trail(
     headers: HeaderMap,
     query: Pairs,
 ) -> Result<Response> {
-    state.require_platform_admin(&who)?;
+    state.require_platform_admin(&who).await?;
     let pairs = pairs(query)?;
     let filter = filter_from(&pairs, true)?;
     answer(&state, "/v1/audit", &pairs, filter, &headers).await

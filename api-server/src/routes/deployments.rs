@@ -94,7 +94,7 @@ pub async fn list(
     who: Principal,
     Path(tenant): Path<String>,
 ) -> Result<Json<Vec<DeploymentView>>> {
-    let access = state.access(&tenant, &who, Capability::ReadDeployments)?;
+    let access = state.access(&tenant, &who, Capability::ReadDeployments).await?;
     let Some(namespace) = access.namespace() else { return Ok(Json(Vec::new())) };
     let items = state.caches.deployments_in(namespace).iter().map(|md| DeploymentView::of(access.name(), md)).collect();
     Ok(Json(items))
@@ -105,7 +105,7 @@ pub async fn get(
     who: Principal,
     Path((tenant, name)): Path<(String, String)>,
 ) -> Result<Json<DeploymentView>> {
-    let access = state.access(&tenant, &who, Capability::ReadDeployments)?;
+    let access = state.access(&tenant, &who, Capability::ReadDeployments).await?;
     let md = access
         .namespace()
         .and_then(|namespace| state.caches.deployment(namespace, &name))

@@ -114,7 +114,7 @@ async fn forward(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let access = state.access(&tenant, &who, Capability::CallModels)?;
+    let access = state.access(&tenant, &who, Capability::CallModels).await?;
     let namespace = access
         .namespace()
         .filter(|namespace| state.caches.deployment(namespace, &name).is_some())

@@ -182,8 +182,8 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes> {
     }
 }
 
-fn limit(limiter: &crate::ratelimit::RateLimiter, key: &str, what: &str) -> Result<()> {
-    limiter.check(key).map_err(|wait| Error::RateLimited {
+async fn limit(limiter: &crate::ratelimit::RateLimiter, key: &str, what: &str) -> Result<()> {
+    limiter.acquire(key).await.map_err(|wait| Error::RateLimited {
         what: what.to_owned(),
         retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
     })
@@ -193,25 +193,25 @@ impl Tenancy {
     /// What every tenant route checks first: the caches are loaded and the
     /// caller is within its rate limit. The caller's limit counts every
     /// attempt, so probing tenant names is throttled too.
-    pub fn admit(&self, who: &Principal) -> Result<()> {
+    pub async fn admit(&self, who: &Principal) -> Result<()> {
         if !self.caches.is_synced() {
             return Err(Error::NotReady("ember-api is still loading its caches; retry shortly".into()));
         }
-        limit(&self.limits.per_caller, &who.user, "this caller")
+        limit(&self.limits.per_caller, &who.user, "this caller").await
     }
 
     /// Resolves `tenant` for `who`, who must hold a role there that allows
     /// `capability`. A tenant the caller has no role in is reported exactly
     /// like a missing one, so tenant names cannot be probed.
-    pub fn access(&self, tenant: &str, who: &Principal, capability: Capability) -> Result<TenantAccess> {
-        self.admit(who)?;
+    pub async fn access(&self, tenant: &str, who: &Principal, capability: Capability) -> Result<TenantAccess> {
+        self.admit(who).await?;
         let not_found = || Error::NotFound(format!("tenant '{tenant}' not found"));
         let found = self.caches.tenant(tenant).ok_or_else(not_found)?;
         let roles = roles_in(&found, who);
         if roles.is_empty() {
             return Err(not_found());
         }
-        limit(&self.limits.per_tenant, tenant, &format!("tenant '{tenant}'"))?;
+        limit(&self.limits.per_tenant, tenant, &format!("tenant '{tenant}'")).await?;
         if !roles.iter().any(|role| allows(*role, capability)) {
             return Err(Error::Forbidden(refusal(tenant, &roles, capability)));
         }
@@ -229,7 +229,7 @@ impl Tenancy {
         action: &str,
         target: &str,
     ) -> Result<TenantAccess> {
-        let access = self.access(tenant, who, capability);
+        let access = self.access(tenant, who, capability).await;
         self.audit_refusal(&access, tenant, who, action, target).await;
         access
     }
@@ -243,7 +243,7 @@ impl Tenancy {
         action: &str,
         target: &str,
     ) -> Result<()> {
-        let allowed = self.require_platform_admin(who);
+        let allowed = self.require_platform_admin(who).await;
         self.audit_refusal(&allowed, tenant, who, action, target).await;
         allowed
     }
@@ -257,8 +257,8 @@ impl Tenancy {
 
     /// Requires `who` to be a platform admin (404 for anyone else would
     /// hide nothing: platform routes are no secret).
-    pub fn require_platform_admin(&self, who: &Principal) -> Result<()> {
-        self.admit(who)?;
+    pub async fn require_platform_admin(&self, who: &Principal) -> Result<()> {
+        self.admit(who).await?;
         if who.platform_admin { Ok(()) } else { Err(Error::Forbidden("this needs the platform-admin role".into())) }
     }
 }

@@ -100,7 +100,7 @@ impl TenantView {
 /// `GET /v1/tenants`: the tenants the caller holds a role in (all of them
 /// for a platform admin), nothing about the others.
 pub async fn list(State(state): State<Tenancy>, who: Principal) -> Result<Json<Vec<TenantSummary>>> {
-    state.admit(&who)?;
+    state.admit(&who).await?;
     let mut mine: Vec<TenantSummary> = state
         .caches
         .tenants()
@@ -121,7 +121,7 @@ pub async fn list(State(state): State<Tenancy>, who: Principal) -> Result<Json<V
 
 /// `GET /v1/tenants/{t}`.
 pub async fn get(State(state): State<Tenancy>, who: Principal, Path(tenant): Path<String>) -> Result<Json<TenantView>> {
-    let TenantAccess { tenant, roles } = state.access(&tenant, &who, Capability::ReadTenant)?;
+    let TenantAccess { tenant, roles } = state.access(&tenant, &who, Capability::ReadTenant).await?;
     Ok(Json(TenantView::of(&tenant, roles)))
 }
 

@@ -7,6 +7,7 @@
 //!   kube-proxy, CoreDNS) beside kwok's, started with [`Nodes::Real`].
 //! - [`Postgres`]: a throwaway PostgreSQL server from the machine's binaries.
 //! - [`ModelStore`]: model files over HTTP where pods can fetch them.
+//! - [`Redis`]: a throwaway Redis server from the machine's `redis-server`.
 //!
 //! Tests share one control plane per test binary through
 //! [`shared_control_plane`] and isolate themselves by namespace and name.
@@ -20,6 +21,7 @@ mod pki;
 pub mod poll;
 mod postgres;
 mod process;
+mod redis;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -31,6 +33,7 @@ pub use model_store::ModelStore;
 pub use node::RealNode;
 pub use postgres::{Postgres, SUPERUSER};
 pub use process::Supervised;
+pub use redis::Redis;
 
 /// Everything that can go wrong while starting or using the fixtures.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +56,8 @@ pub enum Error {
     Node(String),
     #[error("postgresql: {0}")]
     Postgres(String),
+    #[error("redis: {0}")]
+    Redis(String),
     #[error("shared control plane failed to start: {0}")]
     SharedStart(String),
 }

@@ -1,12 +1,22 @@
-//! Request rate limits per caller and per tenant (token buckets in memory,
-//! per replica). Over the limit the answer is 429 with `Retry-After`, before
-//! any work is done, so one noisy key or tenant cannot starve the others.
+//! Request rate limits (token buckets). Over the limit the answer is 429
+//! with `Retry-After`, before any work is done, so one noisy key or tenant
+//! cannot starve the others.
+//!
+//! The limits per caller and per tenant are shared by all replicas through
+//! Redis when it is configured (`shared`), and kept per replica otherwise or
+//! while Redis is unreachable. The limits per source address (checked before
+//! any credential) always stay per replica: they are the flood shield in
+//! front of everything else, so they must cost nothing and depend on no other
+//! service; behind a load balancer a source may thus get N replicas' worth.
+
+pub mod shared;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::client_address::TrustedProxies;
+pub use shared::{SharedBuckets, SharedLimitMetrics};
 
 /// Buckets kept before idle, full ones are dropped: bounds memory when many
 /// distinct callers come and go.
@@ -18,6 +28,8 @@ pub struct RateLimiter {
     rate: f64,
     burst: f64,
     buckets: Mutex<HashMap<String, Bucket>>,
+    /// The buckets all replicas share, under a scope name, when configured.
+    shared: Option<(SharedBuckets, &'static str)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -28,10 +40,29 @@ struct Bucket {
 
 impl RateLimiter {
     pub fn new(rate: f64, burst: f64) -> Self {
-        Self { rate: rate.max(f64::MIN_POSITIVE), burst: burst.max(1.0), buckets: Mutex::default() }
+        Self { rate: rate.max(f64::MIN_POSITIVE), burst: burst.max(1.0), buckets: Mutex::default(), shared: None }
     }
 
-    /// Takes one token for `key`, or says how long until one is available.
+    /// The same limit, counted in `buckets` for all replicas together;
+    /// `scope` keeps it apart from other limits there (`caller`, `tenant`).
+    pub fn shared(mut self, buckets: SharedBuckets, scope: &'static str) -> Self {
+        self.shared = Some((buckets, scope));
+        self
+    }
+
+    /// Takes one token for `key`: from the shared bucket when there is one
+    /// and Redis answers, else from this replica's own.
+    pub async fn acquire(&self, key: &str) -> Result<(), Duration> {
+        if let Some((buckets, scope)) = &self.shared
+            && let Some(answer) = buckets.take(scope, key, self.rate, self.burst).await
+        {
+            return answer;
+        }
+        self.check(key)
+    }
+
+    /// Takes one token for `key` from this replica's bucket, or says how
+    /// long until one is available.
     pub fn check(&self, key: &str) -> Result<(), Duration> {
         self.take(key, true)
     }
@@ -92,7 +123,8 @@ impl Default for SourceLimits {
     }
 }
 
-/// The two limits every tenant route checks.
+/// The two limits every tenant route checks (shared across replicas when
+/// built with [`RateLimiter::shared`]).
 #[derive(Debug)]
 pub struct RateLimits {
     pub per_caller: RateLimiter,
