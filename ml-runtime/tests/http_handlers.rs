@@ -200,6 +200,44 @@ async fn openai_embeddings_float_and_base64() {
     assert!(support::cosine(&got, &want) > 0.999);
 }
 
+/// POSTs `body` as JSON; the status, the usage headers (items, tokens,
+/// compute µs) when present, and the body.
+async fn post_for_usage(path: &str, body: Value) -> (StatusCode, Option<(u64, u64, u64)>, Value) {
+    let request =
+        Request::post(path).header("content-type", "application/json").body(Body::from(body.to_string())).unwrap();
+    let (status, headers, body) = send(request).await;
+    let number = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+    let usage = match (number("x-ember-items"), number("x-ember-tokens"), number("x-ember-compute-us")) {
+        (Some(items), Some(tokens), Some(compute)) => Some((items, tokens, compute)),
+        (None, None, None) => None,
+        partial => panic!("some usage headers but not all: {partial:?}"),
+    };
+    (status, usage, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn answers_carry_their_usage_in_headers_and_refusals_none() {
+    let texts = ["Ember serves models", "x", "a somewhat longer sentence with more tokens in it"];
+    let (status, usage, body) = post_for_usage("/v1/embeddings", json!({"input": texts})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (items, tokens, compute) = usage.expect("usage headers on an embeddings answer");
+    assert_eq!(items, 3);
+    assert_eq!(tokens, body["usage"]["prompt_tokens"].as_u64().unwrap(), "the header and the body agree");
+    assert!(compute > 0);
+
+    // The same texts through v2 read the same tokens.
+    let v2 = json!({"inputs": [{"name": "text", "shape": [3], "datatype": "BYTES", "data": texts}]});
+    let (status, usage, body) = post_for_usage("/v2/models/minilm/infer", v2).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (v2_items, v2_tokens, _) = usage.expect("usage headers on a v2 answer");
+    assert_eq!((v2_items, v2_tokens), (3, tokens));
+
+    // A refused request ran nothing and says nothing.
+    let wrong = json!({"inputs": [{"name": "text", "shape": [1], "datatype": "FP32", "data": [1.0]}]});
+    let (status, usage, _) = post_for_usage("/v2/models/minilm/infer", wrong).await;
+    assert_eq!((status, usage), (StatusCode::BAD_REQUEST, None));
+}
+
 #[tokio::test]
 async fn wrong_datatype_is_a_400_naming_it() {
     let (status, body) = post_json(

@@ -1,6 +1,9 @@
 //! The HTTP API: shared state, the router assembled from one `router()` per
 //! area (v2 protocol, OpenAI embeddings, health/metrics), and the layers
 //! around it (metrics, body limit, timeout).
+//!
+//! Every successful inference answer also says what it cost in headers
+//! ([`Usage`]), so a gateway can meter calls without parsing bodies.
 
 mod error;
 pub mod health;
@@ -14,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use tower_http::timeout::TimeoutLayer;
@@ -79,8 +82,17 @@ impl AppState {
         self.model_info()
     }
 
-    /// Validates and runs `items`, bounded by the request timeout.
-    pub async fn run(&self, items: Vec<Item>) -> Result<Vec<ItemOutput>> {
+    /// Validates and runs `items`, bounded by the request timeout; also
+    /// what the run cost.
+    pub async fn run(&self, items: Vec<Item>) -> Result<(Vec<ItemOutput>, Usage)> {
+        let started = Instant::now();
+        let outputs = self.run_items(items).await?;
+        let usage =
+            Usage { items: outputs.len(), tokens: outputs.iter().map(|o| o.tokens).sum(), compute: started.elapsed() };
+        Ok((outputs, usage))
+    }
+
+    async fn run_items(&self, items: Vec<Item>) -> Result<Vec<ItemOutput>> {
         let info = self.model_info()?;
         if items.is_empty() {
             return Err(Error::BadRequest("the batch is empty: send at least one input row".into()));
@@ -97,6 +109,31 @@ impl AppState {
         tokio::time::timeout(timeout, self.batcher.submit(items))
             .await
             .map_err(|_| Error::Timeout { millis: timeout.as_millis() as u64 })?
+    }
+}
+
+/// Items in an answered request (texts, token rows or feature rows).
+pub const ITEMS_HEADER: &str = "x-ember-items";
+/// Tokens the model read for them (0 for feature rows).
+pub const TOKENS_HEADER: &str = "x-ember-tokens";
+/// Microseconds from the validated request to its outputs: the batch queue
+/// wait and the model's run of the batch(es) it rode in.
+pub const COMPUTE_HEADER: &str = "x-ember-compute-us";
+
+/// What one inference request cost, answered in the three headers above
+/// (only on success: a refused request ran nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub items: usize,
+    pub tokens: usize,
+    pub compute: Duration,
+}
+
+impl Usage {
+    pub fn insert_into(&self, headers: &mut HeaderMap) {
+        headers.insert(ITEMS_HEADER, HeaderValue::from(self.items));
+        headers.insert(TOKENS_HEADER, HeaderValue::from(self.tokens));
+        headers.insert(COMPUTE_HEADER, HeaderValue::from(self.compute.as_micros().min(u64::MAX as u128) as u64));
     }
 }
 

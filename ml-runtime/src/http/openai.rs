@@ -66,8 +66,8 @@ async fn embeddings(
         EmbeddingInput::Tokens(ids) => vec![Item::Tokens(ids)],
         EmbeddingInput::ManyTokens(rows) => rows.into_iter().map(Item::Tokens).collect(),
     };
-    let outputs = state.run(items).await?;
-    let tokens: usize = outputs.iter().map(|o| o.tokens).sum();
+    let (outputs, usage) = state.run(items).await?;
+    let tokens = usage.tokens;
     let data: Vec<EmbeddingRow<'_>> = outputs
         .iter()
         .enumerate()
@@ -88,7 +88,9 @@ async fn embeddings(
         usage: Usage { prompt_tokens: tokens, total_tokens: tokens },
     };
     let body = serde_json::to_vec(&response).map_err(|e| Error::Inference(format!("encoding response: {e}")))?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    usage.insert_into(response.headers_mut());
+    Ok(response)
 }
 
 /// The response, serialised straight from the outputs (no intermediate

@@ -162,11 +162,13 @@ async fn infer(
     let (request, binary) = parse_request(&body, header_length.as_deref())?;
     let inputs = decode_inputs(&request, &binary)?;
     let items = items_from(&info, &inputs)?;
-    let outputs = output_tensors(&info, state.run(items).await?);
+    let (outputs, usage) = state.run(items).await?;
+    let outputs = output_tensors(&info, outputs);
     let selected = select_outputs(&request, outputs)?;
     let encoded = encode_response(&name, request.id.as_deref(), &selected, |output| wants_binary(&request, output))?;
     let mut response = Response::new(Body::from(encoded.body));
     let headers = response.headers_mut();
+    usage.insert_into(headers);
     match encoded.header_length {
         Some(length) => {
             headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/octet-stream"));
