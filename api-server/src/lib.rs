@@ -28,6 +28,7 @@ pub mod refusals;
 pub mod request_id;
 pub mod routes;
 pub mod shutdown;
+pub mod usage;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +40,7 @@ use axum::routing::get;
 
 use auth::{Authenticator, Principal};
 use metering::Metering;
-use routes::{Tenancy, api_keys, audit as audit_routes, deployments, inference, tenants};
+use routes::{Tenancy, api_keys, audit as audit_routes, deployments, inference, tenants, usage as usage_routes};
 
 /// How much of the API a process serves, by what is configured.
 #[derive(Debug)]
@@ -83,7 +84,8 @@ pub fn router(surface: Surface) -> Router {
                 .merge(tenants::router())
                 .merge(deployments::router())
                 .merge(api_keys::router())
-                .merge(audit_routes::router());
+                .merge(audit_routes::router())
+                .merge(usage_routes::router());
             let api = layers::bounded(resources, REQUEST_TIMEOUT, routes::MAX_SPEC_BYTES)
                 .merge(inference::router(&tenancy.upstream));
             let metrics = tenancy.metering.http.clone();

@@ -19,7 +19,11 @@ use ember_api::routes::Platform;
 use ember_api::routes::Tenancy;
 use ember_api::routes::inference::Upstream;
 use ember_api::shutdown::{DRAIN_DEADLINE, Shutdown};
+use ember_api::usage::UsageRecorder;
 use jsonwebtoken::Algorithm;
+
+/// How long the last usage flush may take after the drain.
+const USAGE_FLUSH_DEADLINE: Duration = Duration::from_secs(4);
 
 /// Ember's REST API.
 #[derive(Debug, Parser)]
@@ -179,7 +183,9 @@ async fn main() -> anyhow::Result<()> {
                     ember_api::change_log::spawn(client.clone(), audit.clone());
                     let refusals = Arc::new(Refusals::new(pool.clone()));
                     refusals.spawn_flusher(Duration::from_secs(5));
-                    (Some(Platform { keys: KeyStore::new(pool), audit }), Some(refusals))
+                    let usage = Arc::new(UsageRecorder::new(pool.clone()));
+                    usage.spawn_flusher(Duration::from_secs(5));
+                    (Some(Platform { keys: KeyStore::new(pool), audit, usage }), Some(refusals))
                 }
                 None => (None, None),
             };
@@ -227,6 +233,11 @@ async fn main() -> anyhow::Result<()> {
             tracing::error!(%error, "metrics listener stopped");
         }
     });
+    // Recorded usage is flushed once more after the server has drained.
+    let usage = match &surface {
+        Surface::Full(tenancy) => tenancy.platform.as_ref().map(|p| p.usage.clone()),
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     tracing::info!(addr = %args.addr, metrics_addr = %args.metrics_addr, tenant_routes = matches!(surface, Surface::Full(_)), "ember-api listening");
     // With connection info: limits per source address need the peer.
@@ -241,6 +252,11 @@ async fn main() -> anyhow::Result<()> {
     match tokio::time::timeout(DRAIN_DEADLINE, server).await {
         Ok(served) => served??,
         Err(_) => tracing::warn!("requests still in flight at the drain deadline are cut off"),
+    }
+    if let Some(usage) = usage {
+        // Within the pod's grace period (drain deadline + this < 30 s);
+        // failing here loses the pending counts, and the log says so.
+        let _ = usage.close(USAGE_FLUSH_DEADLINE).await;
     }
     tracing::info!("ember-api stopped");
     Ok(())

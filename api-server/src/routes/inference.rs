@@ -5,7 +5,11 @@
 //! The upstream address is derived from the deployment's name and namespace
 //! through a template (default `http://{name}.{namespace}.svc:8080`), never
 //! read from the object: nothing a tenant writes can point the API at
-//! another address. Every call is metered per tenant and deployment.
+//! another address. Every forwarded call is metered per tenant and
+//! deployment (Prometheus) and, with a platform database, recorded for
+//! billing per caller too (`crate::usage`), with the items, tokens and
+//! compute time the runtime states in its `x-ember-*` headers (ember-api
+//! never parses bodies for them).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,10 +29,15 @@ use crate::auth::Principal;
 use crate::authz::Capability;
 use crate::error::{Error, Result};
 use crate::metering::{Call, Metering};
+use crate::usage::{CallUsage, UsageRecorder};
 
 /// Headers passed through in both directions.
 const INFERENCE_HEADER_LENGTH: &str = "inference-header-content-length";
 const REQUEST_ID: &str = "x-request-id";
+/// What the runtime says a call cost (see docs/runtime.md); passed back too.
+const ITEMS: &str = "x-ember-items";
+const TOKENS: &str = "x-ember-tokens";
+const COMPUTE_US: &str = "x-ember-compute-us";
 
 /// Where inference calls go, and the bounds that keep ember-api's memory
 /// in check whatever callers and runtimes send: at most `slots` calls in
@@ -145,11 +154,14 @@ async fn forward(
     }
     let mut finish = Finished {
         metering: state.metering.clone(),
+        usage: state.platform.as_ref().map(|p| p.usage.clone()),
         tenant: access.name().to_owned(),
         deployment: name.clone(),
+        caller: who.user.clone(),
         status: StatusCode::BAD_GATEWAY,
         bytes_in,
         bytes_out: 0,
+        stated: Stated::default(),
         started,
         _slot: slot,
     };
@@ -166,6 +178,7 @@ async fn forward(
             let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
             let upstream_headers = answer.headers().clone();
             finish.status = status;
+            finish.stated = Stated::from_headers(&upstream_headers);
             let mut response = Response::new(Body::from_stream(stream_capped(answer, max_response_bytes, finish)));
             *response.status_mut() = status;
             for passed in [
@@ -173,6 +186,9 @@ async fn forward(
                 header::CONTENT_LENGTH.as_str(),
                 INFERENCE_HEADER_LENGTH,
                 header::RETRY_AFTER.as_str(),
+                ITEMS,
+                TOKENS,
+                COMPUTE_US,
             ] {
                 if let Some(value) = upstream_headers.get(passed) {
                     response.headers_mut().insert(HeaderName::from_static(passed), value.clone());
@@ -225,22 +241,54 @@ fn stream_capped(
     })
 }
 
+/// What the runtime's headers say a call cost; zeros when it said nothing
+/// (its refusals, or an answer ember-api made itself).
+#[derive(Debug, Default, Clone, Copy)]
+struct Stated {
+    items: u64,
+    tokens: u64,
+    compute: Duration,
+}
+
+impl Stated {
+    fn from_headers(headers: &reqwest::header::HeaderMap) -> Self {
+        let number = |name: &str| {
+            headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0)
+        };
+        Self { items: number(ITEMS), tokens: number(TOKENS), compute: Duration::from_micros(number(COMPUTE_US)) }
+    }
+}
+
 /// Meters a call when it ends: when its answer has been streamed (or the
 /// caller went away), or at once for an answer ember-api made itself. It
 /// holds the call's slot until then.
 struct Finished {
     metering: Arc<Metering>,
+    usage: Option<Arc<UsageRecorder>>,
     tenant: String,
     deployment: String,
+    caller: String,
     status: StatusCode,
     bytes_in: u64,
     bytes_out: u64,
+    stated: Stated,
     started: Instant,
     _slot: OwnedSemaphorePermit,
 }
 
 impl Drop for Finished {
     fn drop(&mut self) {
+        if let Some(usage) = &self.usage {
+            usage.record(&CallUsage {
+                tenant: &self.tenant,
+                deployment: &self.deployment,
+                caller: &self.caller,
+                status: self.status.as_u16(),
+                items: self.stated.items,
+                tokens: self.stated.tokens,
+                compute: self.stated.compute,
+            });
+        }
         self.metering.record(&Call {
             tenant: &self.tenant,
             deployment: &self.deployment,

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod deployments;
 pub mod inference;
 pub mod tenants;
+pub mod usage;
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::keys::KeyStore;
 use crate::metering::Metering;
 use crate::ratelimit::RateLimits;
+use crate::usage::UsageRecorder;
 use ember_crds::conditions::{find_condition, types};
 use ember_crds::tenant::Tenant;
 
@@ -55,6 +57,8 @@ impl FromRef<Tenancy> for Arc<Authenticator> {
 pub struct Platform {
     pub keys: KeyStore,
     pub audit: AuditLog,
+    /// Usage for billing (`crate::usage`).
+    pub usage: Arc<UsageRecorder>,
 }
 
 impl Tenancy {

@@ -16,6 +16,7 @@ use ember_api::refusals::Refusals;
 use ember_api::routes::Platform;
 use ember_api::routes::Tenancy;
 use ember_api::routes::inference::Upstream;
+use ember_api::usage::UsageRecorder;
 use ember_api::{Surface, metrics_router, router};
 use ember_crds::names;
 use ember_crds::tenant::Tenant;
@@ -26,7 +27,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::{Value, json};
 
-use super::{AUDIENCE, ISSUER, Jwks, SigningKey, bearer, claims, spawn, with};
+use super::{AUDIENCE, ISSUER, Jwks, SigningKey, bearer, claims, spawn, spawn_stoppable, with};
 
 /// The production endpoint template: Services in tenant namespaces.
 pub const SERVICE_ENDPOINTS: &str = "http://{name}.{namespace}.svc:8080";
@@ -51,6 +52,8 @@ pub struct Harness {
     caches: Caches,
     /// The state ember-api serves from (to run its background passes).
     pub tenancy: Tenancy,
+    /// Stops the public listener gracefully (see [`Harness::stop`]).
+    stop: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
 }
 
 impl Harness {
@@ -78,7 +81,8 @@ impl Harness {
         let pool = platform_db::connect(database_url).await.unwrap();
         let refusals = Arc::new(Refusals::new(pool.clone()));
         refusals.spawn_flusher(Duration::from_millis(200));
-        let platform = Platform { keys: KeyStore::new(pool.clone()), audit: AuditLog::new(pool) };
+        let usage = Arc::new(UsageRecorder::new(pool.clone()));
+        let platform = Platform { keys: KeyStore::new(pool.clone()), audit: AuditLog::new(pool), usage };
         Self::start_with(endpoint_template, Some((platform, refusals)), RateLimits::default(), sources).await
     }
 
@@ -124,7 +128,9 @@ impl Harness {
             metering: metering.clone(),
             limits: Arc::new(limits),
         };
-        let base = format!("http://{}", spawn(router(Surface::Full(Box::new(tenancy.clone())))).await);
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let (addr, server) = spawn_stoppable(router(Surface::Full(Box::new(tenancy.clone()))), stopped).await;
+        let base = format!("http://{addr}");
         let metrics_base = format!("http://{}", spawn(metrics_router(metering)).await);
         let http = reqwest::Client::new();
         poll::until_async("ember-api ready", TIMEOUT, async || {
@@ -135,7 +141,19 @@ impl Harness {
         .unwrap();
         let jwks_url = jwks.url.clone();
         std::mem::forget(jwks); // its server task lives as long as the test
-        Self { base, metrics_base, jwks_url, key, admin, http, caches, tenancy }
+        Self { base, metrics_base, jwks_url, key, admin, http, caches, tenancy, stop: Some((stop, server)) }
+    }
+
+    /// Stops this ember-api as its main does on a signal: the listener
+    /// drains (calls in flight finish), then recorded usage is flushed.
+    pub async fn stop(mut self) {
+        if let Some((stop, server)) = self.stop.take() {
+            let _ = stop.send(());
+            server.await.unwrap();
+        }
+        if let Some(platform) = &self.tenancy.platform {
+            platform.usage.close(TIMEOUT).await.unwrap();
+        }
     }
 
     pub fn token(&self, user: &str, groups: &[&str]) -> String {

@@ -120,6 +120,27 @@ pub async fn spawn(app: Router) -> std::net::SocketAddr {
     addr
 }
 
+/// Like [`spawn`], but the server drains and stops (axum's graceful
+/// shutdown, as ember-api's main does on a signal) when `stop` fires; the
+/// handle finishes once it has.
+pub async fn spawn_stoppable(
+    app: Router,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.await;
+            })
+            .await
+            .unwrap();
+    });
+    (addr, server)
+}
+
 /// `Authorization` header value for `token`.
 pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
