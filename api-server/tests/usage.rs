@@ -5,7 +5,8 @@
 //! must report exactly that, per caller and status class, after a graceful
 //! restart of ember-api (only the stop's flush can have written the first
 //! replica's counts) and with two replicas counting into the same rows.
-//! Also: CSV, another tenant's usage is invisible (404), non-admins get 403.
+//! Also: CSV, another tenant's usage is invisible (404), non-admins get
+//! 403, and platform admins see every tenant's (`GET /v1/usage`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -20,7 +21,7 @@ use ember_runtime::server::Runtime;
 use ember_testenv::{Postgres, poll};
 use serde_json::{Value, json};
 use support::bearer;
-use support::cluster::{Harness, TIMEOUT};
+use support::cluster::{Harness, PLATFORM_ADMINS, TIMEOUT};
 
 const TENANT: &str = "acme-usage";
 const OTHER_TENANT: &str = "globex-usage";
@@ -109,20 +110,26 @@ impl Tally {
     }
 }
 
-/// A caller of one ember-api replica: its `Authorization` value and the
-/// name usage is recorded under.
+/// A caller of one ember-api replica: its `Authorization` value, the name
+/// usage is recorded under, and the tenant whose MiniLM it calls.
 struct Caller<'a> {
     h: &'a Harness,
     authorization: String,
     name: String,
+    tenant: &'static str,
 }
 
 const EMBEDDINGS: &str = "/v1/tenants/acme-usage/deployments/minilm/embeddings";
-const INFER: &str = "/v1/tenants/acme-usage/deployments/minilm/infer";
+const INFER: &str = "/infer";
 
 impl Caller<'_> {
     async fn post(&self, path: &str, body: Value) -> u16 {
-        self.h.call("POST", path, Some(&self.authorization), Some(&body.to_string())).await.0
+        // Paths are given for acme-usage; the caller's own tenant replaces it.
+        let path = match path {
+            INFER => format!("/v1/tenants/{}/deployments/minilm/infer", self.tenant),
+            _ => path.replace(TENANT, self.tenant),
+        };
+        self.h.call("POST", &path, Some(&self.authorization), Some(&body.to_string())).await.0
     }
 
     async fn embeddings(&self, tally: &mut Tally, sent: &[Sentence]) {
@@ -242,8 +249,8 @@ async fn usage_equals_the_calls_made_across_a_restart_and_two_replicas() {
     let key = bearer(issued["key"].as_str().unwrap());
     let key_caller = format!("apikey:{}", issued["id"].as_str().unwrap());
 
-    let alice = Caller { h: &first, authorization: first.token("alice", &[]), name: "alice".into() };
-    let app = Caller { h: &first, authorization: key.clone(), name: key_caller.clone() };
+    let alice = Caller { h: &first, authorization: first.token("alice", &[]), name: "alice".into(), tenant: TENANT };
+    let app = Caller { h: &first, authorization: key.clone(), name: key_caller.clone(), tenant: TENANT };
     alice.embeddings(&mut tally, &texts[..2]).await;
     alice.infer(&mut tally, &texts[2..]).await;
     alice.bad_request(&mut tally).await;
@@ -266,14 +273,25 @@ async fn usage_equals_the_calls_made_across_a_restart_and_two_replicas() {
 
     // Two replicas at once, calls spread over both, into the same rows.
     for (i, h) in [&second, &third, &second, &third].into_iter().enumerate() {
-        let alice = Caller { h, authorization: h.token("alice", &[]), name: "alice".into() };
-        let app = Caller { h, authorization: key.clone(), name: key_caller.clone() };
+        let alice = Caller { h, authorization: h.token("alice", &[]), name: "alice".into(), tenant: TENANT };
+        let app = Caller { h, authorization: key.clone(), name: key_caller.clone(), tenant: TENANT };
         alice.embeddings(&mut tally, &texts[i..i + 2]).await;
         app.infer(&mut tally, &texts[..=i]).await;
         if i % 2 == 1 {
             app.bad_request(&mut tally).await;
         }
     }
+    // Another tenant's calls, for the platform-wide view.
+    let mut globex = Tally::default();
+    let mallory_token = third.token("mallory", &[]);
+    let path = format!("/v1/tenants/{OTHER_TENANT}/deployments/minilm");
+    let (status, body) = third.call("PUT", &path, Some(&mallory_token), Some(&spec())).await;
+    assert_eq!(status, 201, "{body}");
+    third.until_status(&path, &mallory_token, 200).await;
+    let mallory = Caller { h: &third, authorization: mallory_token, name: "mallory".into(), tenant: OTHER_TENANT };
+    mallory.embeddings(&mut globex, &texts[1..3]).await;
+    mallory.bad_request(&mut globex).await;
+
     // With the runtime gone: 5xx answers, billed as such. Until the runtime
     // has stopped listening a call may still succeed; each is tallied as
     // answered.
@@ -312,6 +330,33 @@ async fn usage_equals_the_calls_made_across_a_restart_and_two_replicas() {
 
     check_csv(&second, &admin, total).await;
     check_who_may_read(&second, &key).await;
+    check_platform_view(&third, &[(TENANT, &tally), (OTHER_TENANT, &globex)]).await;
+}
+
+/// `GET /v1/usage`: every tenant, by tenant, for platform admins only.
+async fn check_platform_view(h: &Harness, tenants: &[(&str, &Tally)]) {
+    let admin = h.token("pat", &[PLATFORM_ADMINS]);
+    let mut last = Value::Null;
+    let matched = poll::until_async("the platform view shows every tenant's usage", TIMEOUT, async || {
+        let (status, body) = h.call("GET", "/v1/usage?groupBy=tenant", Some(&admin), None).await;
+        assert_eq!(status, 200, "{body}");
+        last = body;
+        let rows = last["rows"].as_array().unwrap();
+        let all = tenants
+            .iter()
+            .all(|(tenant, tally)| rows.iter().any(|r| r["tenant"] == *tenant && counts(r) == tally.total(|_| true)));
+        Ok((all && rows.len() == tenants.len()).then_some(()))
+    })
+    .await;
+    assert!(matched.is_ok(), "last answer: {last}");
+    // A platform admin also reads one tenant's usage; its owner cannot read all.
+    let (status, _) = h.call("GET", &format!("/v1/tenants/{TENANT}/usage"), Some(&admin), None).await;
+    assert_eq!(status, 200);
+    let (status, body) = h.call("GET", "/v1/usage", Some(&h.token("alice", &[])), None).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = h.call("GET", "/v1/usage?groupBy=day,tenant,caller", Some(&admin), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["rows"].as_array().unwrap().iter().any(|r| r["caller"] == "mallory" && r["tenant"] == OTHER_TENANT));
 }
 
 /// The same numbers as CSV with `Accept: text/csv`.

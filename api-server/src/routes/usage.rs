@@ -23,7 +23,7 @@ use crate::usage::report::{self, Scope, UsageQuery};
 type Pairs = std::result::Result<Query<Vec<(String, String)>>, QueryRejection>;
 
 pub fn router() -> Router<Tenancy> {
-    Router::new().route("/v1/tenants/{tenant}/usage", get(tenant_usage))
+    Router::new().route("/v1/tenants/{tenant}/usage", get(tenant_usage)).route("/v1/usage", get(platform_usage))
 }
 
 pub async fn tenant_usage(
@@ -35,6 +35,17 @@ pub async fn tenant_usage(
 ) -> Result<Response> {
     let access = state.access(&tenant, &who, Capability::ReadRecords).await?;
     answer(&state, Scope::Tenant(access.name()), &headers, query).await
+}
+
+/// Every tenant's usage (default `groupBy=tenant`): platform admins only.
+pub async fn platform_usage(
+    State(state): State<Tenancy>,
+    who: Principal,
+    headers: HeaderMap,
+    query: Pairs,
+) -> Result<Response> {
+    state.require_platform_admin(&who).await?;
+    answer(&state, Scope::Platform, &headers, query).await
 }
 
 async fn answer(state: &Tenancy, scope: Scope<'_>, headers: &HeaderMap, query: Pairs) -> Result<Response> {
