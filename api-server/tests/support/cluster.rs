@@ -11,7 +11,7 @@ use ember_api::cache::Caches;
 use ember_api::keys::KeyStore;
 use ember_api::metering::Metering;
 use ember_api::platform_db;
-use ember_api::ratelimit::{RateLimits, SourceLimits};
+use ember_api::ratelimit::{RateLimiter, RateLimits, SourceLimits};
 use ember_api::refusals::Refusals;
 use ember_api::routes::Platform;
 use ember_api::routes::Tenancy;
@@ -65,6 +65,15 @@ impl Harness {
     /// With the given rate limits instead of the defaults.
     pub async fn start_with_limits(limits: RateLimits) -> Self {
         Self::start_with(SERVICE_ENDPOINTS, None, limits, SourceLimits::default()).await
+    }
+
+    /// Without rate limits that matter (for benchmarks that saturate it).
+    pub async fn start_unthrottled(endpoint_template: &str) -> Self {
+        let unlimited = || RateLimiter::new(1e9, 1e9);
+        let limits = RateLimits { per_caller: unlimited(), per_tenant: unlimited() };
+        let sources =
+            SourceLimits { requests: unlimited(), refusals: unlimited(), trusted_proxies: Default::default() };
+        Self::start_with(endpoint_template, None, limits, sources).await
     }
 
     /// Also with API keys and the audit log in the platform database at `database_url`.
