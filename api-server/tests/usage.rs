@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use clap::Parser;
 use ember_runtime::args::Args;
-use ember_runtime::server::Runtime;
 use ember_testenv::{Postgres, poll};
 use serde_json::{Value, json};
 use support::bearer;
@@ -60,15 +59,7 @@ async fn serve_minilm() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<(
         "--architecture=bert".into(),
         "--task=embedding".into(),
     ]);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let mut runtime = Runtime::start(&args).await.unwrap();
-    runtime.wait_ready().await.unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(runtime.serve(listener, async move {
-        let _ = stopped.await;
-    }));
-    (address, stop)
+    support::runtime::serve(&args).await
 }
 
 fn spec() -> String {

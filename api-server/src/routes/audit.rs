@@ -14,13 +14,12 @@
 //! the URL of the next page.
 
 use axum::Router;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use super::Tenancy;
+use super::{QueryPairs, Tenancy, query_pairs};
 use crate::audit::{Entry, Filter};
 use crate::auth::Principal;
 use crate::authz::Capability;
@@ -29,8 +28,6 @@ use crate::export::{Format, csv_field};
 
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
-
-type Pairs = std::result::Result<Query<Vec<(String, String)>>, QueryRejection>;
 
 pub fn router() -> Router<Tenancy> {
     Router::new().route("/v1/tenants/{tenant}/audit", get(tenant_trail)).route("/v1/audit", get(platform_trail))
@@ -41,10 +38,10 @@ async fn tenant_trail(
     who: Principal,
     Path(tenant): Path<String>,
     headers: HeaderMap,
-    query: Pairs,
+    query: QueryPairs,
 ) -> Result<Response> {
     let access = state.access(&tenant, &who, Capability::ReadRecords).await?;
-    let pairs = pairs(query)?;
+    let pairs = query_pairs(query)?;
     let mut filter = filter_from(&pairs, false)?;
     filter.tenant = Some(access.name().to_owned());
     answer(&state, &format!("/v1/tenants/{tenant}/audit"), &pairs, filter, &headers).await
@@ -54,17 +51,12 @@ async fn platform_trail(
     State(state): State<Tenancy>,
     who: Principal,
     headers: HeaderMap,
-    query: Pairs,
+    query: QueryPairs,
 ) -> Result<Response> {
     state.require_platform_admin(&who).await?;
-    let pairs = pairs(query)?;
+    let pairs = query_pairs(query)?;
     let filter = filter_from(&pairs, true)?;
     answer(&state, "/v1/audit", &pairs, filter, &headers).await
-}
-
-fn pairs(query: Pairs) -> Result<Vec<(String, String)>> {
-    let Query(pairs) = query.map_err(|e| Error::BadRequest(format!("the query string cannot be read: {e}")))?;
-    Ok(pairs)
 }
 
 /// The filter the parameters ask for; 400 naming a parameter that is

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::Response;
 use axum::routing::post;
 
@@ -29,11 +29,11 @@ use crate::auth::Principal;
 use crate::authz::Capability;
 use crate::error::{Error, Result};
 use crate::metering::{Call, Metering};
+use crate::request_id;
 use crate::usage::{CallUsage, UsageRecorder};
 
 /// Headers passed through in both directions.
 const INFERENCE_HEADER_LENGTH: &str = "inference-header-content-length";
-const REQUEST_ID: &str = "x-request-id";
 /// What the runtime says a call cost (see docs/runtime.md); passed back too.
 const ITEMS: &str = "x-ember-items";
 const TOKENS: &str = "x-ember-tokens";
@@ -129,11 +129,9 @@ async fn forward(
         .filter(|namespace| state.caches.deployment(namespace, &name).is_some())
         .ok_or_else(|| Error::NotFound(format!("deployment '{name}' not found in tenant '{tenant}'")))?
         .to_owned();
-    let request_id = headers
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map_or_else(new_request_id, str::to_owned);
+    // Settled by the request-id layer (kept from the caller or made there),
+    // which also puts it on the response.
+    let request_id = request_id::current().unwrap_or_else(request_id::generate);
     // Only now, authorised and holding a slot, is the body read.
     let slot = tokio::time::timeout(SLOT_WAIT, state.upstream.slots.clone().acquire_owned())
         .await
@@ -146,7 +144,7 @@ async fn forward(
     let bytes_in = body.len() as u64;
     let max_response_bytes = state.upstream.max_response_bytes;
 
-    let mut request = state.upstream.client.post(&url).header(REQUEST_ID, &request_id).body(body);
+    let mut request = state.upstream.client.post(&url).header(request_id::HEADER, &request_id).body(body);
     for passed in [header::CONTENT_TYPE.as_str(), INFERENCE_HEADER_LENGTH] {
         if let Some(value) = headers.get(passed) {
             request = request.header(passed, value);
@@ -173,7 +171,7 @@ async fn forward(
         }
         Ok(answer) => Ok(answer),
     };
-    let mut response = match outcome {
+    let response = match outcome {
         Ok(answer) => {
             let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
             let upstream_headers = answer.headers().clone();
@@ -215,9 +213,6 @@ async fn forward(
             crate::error::problem(status, &detail)
         }
     };
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID, value);
-    }
     tracing::info!(tenant = %tenant, deployment = %name, user = %who.user, request_id = %request_id, status = response.status().as_u16(), "inference proxied");
     Ok(response)
 }
@@ -305,14 +300,4 @@ impl Drop for Finished {
 enum UpstreamFailure {
     Http(reqwest::Error),
     TooLarge,
-}
-
-/// A random correlation id when the caller sent none.
-fn new_request_id() -> String {
-    use std::fmt::Write;
-    let bytes: [u8; 16] = rand::random();
-    bytes.iter().fold(String::with_capacity(32), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }

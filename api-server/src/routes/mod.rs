@@ -10,7 +10,8 @@ pub mod usage;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::FromRef;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRef, Query};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use kube::Client;
 
@@ -168,6 +169,17 @@ impl TenantAccess {
             }
         }
     }
+}
+
+/// A route's query string as ordered name/value pairs, its rejection kept
+/// for the handler to answer after authorising the caller
+/// ([`query_pairs`]); reports check each name themselves.
+pub type QueryPairs = std::result::Result<Query<Vec<(String, String)>>, QueryRejection>;
+
+/// The pairs, or 400 when the query string cannot be read.
+pub fn query_pairs(query: QueryPairs) -> Result<Vec<(String, String)>> {
+    let Query(pairs) = query.map_err(|e| Error::BadRequest(format!("the query string cannot be read: {e}")))?;
+    Ok(pairs)
 }
 
 /// Largest body of a spec write (a ModelDeployment spec is a few hundred

@@ -8,19 +8,16 @@
 //! role in answers 404, as everywhere.
 
 use axum::Router;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 
-use super::Tenancy;
+use super::{QueryPairs, Tenancy, query_pairs};
 use crate::auth::Principal;
 use crate::authz::Capability;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::usage::report::{self, Scope, UsageQuery};
-
-type Pairs = std::result::Result<Query<Vec<(String, String)>>, QueryRejection>;
 
 pub fn router() -> Router<Tenancy> {
     Router::new().route("/v1/tenants/{tenant}/usage", get(tenant_usage)).route("/v1/usage", get(platform_usage))
@@ -31,7 +28,7 @@ pub async fn tenant_usage(
     who: Principal,
     Path(tenant): Path<String>,
     headers: HeaderMap,
-    query: Pairs,
+    query: QueryPairs,
 ) -> Result<Response> {
     let access = state.access(&tenant, &who, Capability::ReadRecords).await?;
     answer(&state, Scope::Tenant(access.name()), &headers, query).await
@@ -42,14 +39,14 @@ pub async fn platform_usage(
     State(state): State<Tenancy>,
     who: Principal,
     headers: HeaderMap,
-    query: Pairs,
+    query: QueryPairs,
 ) -> Result<Response> {
     state.require_platform_admin(&who).await?;
     answer(&state, Scope::Platform, &headers, query).await
 }
 
-async fn answer(state: &Tenancy, scope: Scope<'_>, headers: &HeaderMap, query: Pairs) -> Result<Response> {
-    let Query(pairs) = query.map_err(|e| Error::BadRequest(format!("the query string cannot be read: {e}")))?;
+async fn answer(state: &Tenancy, scope: Scope<'_>, headers: &HeaderMap, query: QueryPairs) -> Result<Response> {
+    let pairs = query_pairs(query)?;
     let query = UsageQuery::parse(&pairs, scope, jiff::Timestamp::now())?;
     let platform = state.required_platform()?;
     let rows = report::read(platform.usage.pool(), scope, &query).await?;

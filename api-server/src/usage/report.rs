@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use sqlx::{PgPool, Row};
 
 use crate::error::{Error, Result};
+use crate::export::csv_field;
 use crate::platform_db::unavailable;
 
 /// Longest span one query may cover.
@@ -320,13 +321,6 @@ pub fn to_csv(query: &UsageQuery, rows: &[UsageRow]) -> String {
         csv.push_str("\r\n");
     }
     csv
-}
-
-/// Quotes a field when it needs it, and defuses values a spreadsheet would
-/// run as a formula (caller names come from the identity provider).
-fn csv_field(value: &str) -> String {
-    let value = if value.starts_with(['=', '+', '-', '@']) { format!("'{value}") } else { value.to_owned() };
-    if value.contains([',', '"', '\r', '\n']) { format!("\"{}\"", value.replace('"', "\"\"")) } else { value }
 }
 
 #[cfg(test)]

@@ -27,9 +27,15 @@ pub async fn serve_runtime(dir: &std::path::Path) -> (std::net::SocketAddr, toki
         "--architecture=mlp".into(),
         "--task=regression".into(),
     ]);
+    serve(&args).await
+}
+
+/// Serves the model `args` describe on a free loopback port, ready to
+/// answer, until the returned sender is used (or dropped).
+pub async fn serve(args: &Args) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let mut runtime = Runtime::start(&args).await.unwrap();
+    let mut runtime = Runtime::start(args).await.unwrap();
     runtime.wait_ready().await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(runtime.serve(listener, async move {
