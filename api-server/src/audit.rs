@@ -42,7 +42,7 @@ pub struct Pending {
 }
 
 /// A recorded event as the API shows it.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Entry {
     pub id: i64,

@@ -14,7 +14,9 @@ use crate::auth::Principal;
 use crate::keys::KeyGrant;
 
 /// A caller's rights in one tenant, weakest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum TenantRole {
     /// Read ModelDeployments.
@@ -36,7 +38,7 @@ impl std::fmt::Display for TenantRole {
 }
 
 /// The roles of the platform, as the documented table lists them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Role {
     /// A tenant member with `view`.

@@ -81,15 +81,31 @@ impl Error {
     }
 }
 
+/// An RFC 9457 problem document: the body of every error ember-api
+/// answers (`application/problem+json`).
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct Problem<'a> {
+    /// Always `about:blank`: the status says what kind of problem it is.
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    /// The status's reason phrase.
+    pub title: &'a str,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong, for a person; names the field or parameter at fault.
+    pub detail: &'a str,
+}
+
 /// Writes an RFC 9457 problem document.
 pub fn problem(status: StatusCode, detail: &str) -> Response {
-    let body = serde_json::json!({
-        "type": "about:blank",
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    let mut response = (status, body.to_string()).into_response();
+    let body = Problem {
+        kind: "about:blank",
+        title: status.canonical_reason().unwrap_or("Error"),
+        status: status.as_u16(),
+        detail,
+    };
+    let body = serde_json::to_string(&body).unwrap_or_default();
+    let mut response = (status, body).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
     response
 }

@@ -25,7 +25,7 @@ const SECRET_BYTES: usize = 32;
 /// What a valid key grants, and on whose authority: it holds only while
 /// the Tenant it was issued in (by UID) exists and its creator still
 /// administers that tenant (see `authz::role_in`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyGrant {
     pub id: String,
@@ -40,7 +40,7 @@ pub struct KeyGrant {
 }
 
 /// A freshly issued key; `key` is never retrievable again.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IssuedKey {
     pub id: String,
@@ -50,7 +50,7 @@ pub struct IssuedKey {
 }
 
 /// A key as listed: no secret, no digest.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyInfo {
     pub id: String,
@@ -127,8 +127,8 @@ impl KeyStore {
         if role == TenantRole::Admin {
             return Err(Error::Invalid("role must be 'view' or 'edit'; keys cannot administer a tenant".into()));
         }
-        if name.is_empty() || name.len() > 100 {
-            return Err(Error::Invalid("name must have 1 to 100 characters".into()));
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            return Err(Error::Invalid("name must have 1 to 100 characters, none of them control characters".into()));
         }
         let mut id_bytes = [0u8; ID_BYTES];
         let mut secret_bytes = [0u8; SECRET_BYTES];

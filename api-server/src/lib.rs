@@ -7,8 +7,9 @@
 //! keys, the audit trail (`audit`) and the inference proxy with metering
 //! (`metering`). Every request passes the same layers (`layers`): a request
 //! id, a tracing span, problem+json for every error, RED metrics, and a
-//! timeout and body limit per router. Paths not built answer 501
-//! problem+json (see `docs/architecture.md`).
+//! timeout and body limit per router. The API describes itself in OpenAPI
+//! 3.1 (`openapi`, `/openapi.json`, rendered at `/docs`). Paths not built
+//! answer 501 problem+json (see `docs/architecture.md`).
 
 pub mod audit;
 pub mod auth;
@@ -22,6 +23,7 @@ pub mod json;
 pub mod keys;
 pub mod layers;
 pub mod metering;
+pub mod openapi;
 pub mod platform_db;
 pub mod ratelimit;
 pub mod refusals;
@@ -34,13 +36,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::handler::Handler;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 
 use auth::{Authenticator, Principal};
 use metering::Metering;
-use routes::{Tenancy, api_keys, audit as audit_routes, deployments, inference, tenants, usage as usage_routes};
+use routes::{
+    RouteTable, Served, Tenancy, api_keys, audit as audit_routes, deployments, inference, tenants,
+    usage as usage_routes,
+};
 
 /// How much of the API a process serves, by what is configured.
 #[derive(Debug)]
@@ -57,19 +63,18 @@ pub enum Surface {
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn router(surface: Surface) -> Router {
-    let probes = Router::new().route("/healthz", get(|| async { "ok" }));
     let (app, metrics) = match surface {
-        Surface::ProbesOnly => (probes.route("/readyz", get(|| async { "ok" })), None),
+        Surface::ProbesOnly => (public_routes(|| async { "ok" }).into_router(), None),
         Surface::Authentication(verifier) => (
-            probes
-                .route("/readyz", get(|| async { "ok" }))
-                .merge(Router::new().route("/v1/whoami", get(whoami)).with_state(verifier)),
+            public_routes(|| async { "ok" })
+                .into_router()
+                .merge(RouteTable::new().get("/v1/whoami", whoami).into_router().with_state(verifier)),
             None,
         ),
         Surface::Full(tenancy) => {
             let tenancy = *tenancy;
             let caches = tenancy.caches.clone();
-            let ready = get(move || {
+            let ready = move || {
                 let synced = caches.is_synced();
                 async move {
                     if synced {
@@ -78,21 +83,40 @@ pub fn router(surface: Surface) -> Router {
                         error::problem(StatusCode::SERVICE_UNAVAILABLE, "watch caches are not synced yet")
                     }
                 }
-            });
-            let resources = Router::new()
-                .route("/v1/whoami", get(whoami))
-                .merge(tenants::router())
-                .merge(deployments::router())
-                .merge(api_keys::router())
-                .merge(audit_routes::router())
-                .merge(usage_routes::router());
-            let api = layers::bounded(resources, REQUEST_TIMEOUT, routes::MAX_SPEC_BYTES)
+            };
+            let api = layers::bounded(api_routes().into_router(), REQUEST_TIMEOUT, routes::MAX_SPEC_BYTES)
                 .merge(inference::router(&tenancy.upstream));
             let metrics = tenancy.metering.http.clone();
-            (probes.route("/readyz", ready).merge(api.with_state(tenancy)), Some(metrics))
+            (public_routes(ready).into_router().merge(api.with_state(tenancy)), Some(metrics))
         }
     };
     layers::common(app.fallback(not_implemented), metrics)
+}
+
+/// What every surface serves without credentials: the probes (`ready`
+/// answers `/readyz`) and the API's description.
+fn public_routes<H: Handler<T, ()>, T: 'static>(ready: H) -> RouteTable {
+    RouteTable::new().get("/healthz", || async { "ok" }).get("/readyz", ready).merge(openapi::routes())
+}
+
+/// The authenticated API apart from inference (which has its own bounds).
+fn api_routes() -> RouteTable<Tenancy> {
+    RouteTable::new()
+        .get("/v1/whoami", whoami)
+        .merge(tenants::routes())
+        .merge(deployments::routes())
+        .merge(api_keys::routes())
+        .merge(audit_routes::routes())
+        .merge(usage_routes::routes())
+}
+
+/// Every method and path a fully configured ember-api serves (what the
+/// OpenAPI document must describe, no more and no less).
+pub fn served() -> Vec<Served> {
+    let mut served = public_routes(|| async { "ok" }).served().to_vec();
+    served.extend_from_slice(api_routes().served());
+    served.extend_from_slice(inference::routes().served());
+    served
 }
 
 /// The metrics listener's router: usage counters per tenant and deployment.

@@ -29,7 +29,7 @@ pub use jwt::{JwtSettings, JwtVerifier};
 pub const API_KEY_USER_PREFIX: &str = "apikey:";
 
 /// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Principal {
     /// User name (the configured username claim, `sub` by default), or

@@ -1,14 +1,12 @@
 //! `/v1/tenants/{t}/api-keys[/{id}]`: tenant admins issue, list and revoke
 //! the tenant's API keys. The secret is in the creation response only.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Json;
-use axum::routing::{delete, get};
 use serde::Deserialize;
 
-use super::Tenancy;
+use super::{RouteTable, Tenancy};
 use crate::audit::Event;
 use crate::auth::Principal;
 use crate::authz::{Capability, TenantRole};
@@ -16,17 +14,25 @@ use crate::error::{Error, Result};
 use crate::json::JsonBody;
 use crate::keys::{IssuedKey, KeyInfo};
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/tenants/{t}/api-keys`: what to issue.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct NewKey {
-    name: String,
-    role: TenantRole,
+pub struct NewKey {
+    /// A name to tell the key by in listings and the audit trail (no
+    /// control characters).
+    #[schemars(length(min = 1, max = 100), regex(pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"))]
+    pub name: String,
+    /// What the key may do in the tenant: `view` or `edit` (keys cannot
+    /// administer a tenant).
+    #[schemars(extend("enum" = ["view", "edit"]))]
+    pub role: TenantRole,
 }
 
-pub fn router() -> Router<Tenancy> {
-    Router::new()
-        .route("/v1/tenants/{tenant}/api-keys", get(list).post(issue))
-        .route("/v1/tenants/{tenant}/api-keys/{id}", delete(revoke))
+pub fn routes() -> RouteTable<Tenancy> {
+    RouteTable::new()
+        .get("/v1/tenants/{tenant}/api-keys", list)
+        .post("/v1/tenants/{tenant}/api-keys", issue)
+        .delete("/v1/tenants/{tenant}/api-keys/{id}", revoke)
 }
 
 pub async fn issue(

@@ -13,13 +13,11 @@
 //! follow, `X-Next-Cursor` carries the cursor and `Link: <...>; rel="next"`
 //! the URL of the next page.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 
-use super::{QueryPairs, Tenancy, query_pairs};
+use super::{QueryPairs, RouteTable, Tenancy, query_pairs};
 use crate::audit::{Entry, Filter};
 use crate::auth::Principal;
 use crate::authz::Capability;
@@ -29,8 +27,8 @@ use crate::export::{Format, csv_field};
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
 
-pub fn router() -> Router<Tenancy> {
-    Router::new().route("/v1/tenants/{tenant}/audit", get(tenant_trail)).route("/v1/audit", get(platform_trail))
+pub fn routes() -> RouteTable<Tenancy> {
+    RouteTable::new().get("/v1/tenants/{tenant}/audit", tenant_trail).get("/v1/audit", platform_trail)
 }
 
 async fn tenant_trail(

@@ -3,11 +3,9 @@
 //! as field manager `ember-api`, without forcing, so fields owned by
 //! kubectl, Argo CD or Flux answer 409 instead of being taken over.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Json;
-use axum::routing;
 use ember_crds::labels::FIELD_MANAGER_API;
 use ember_crds::model_deployment::{ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus};
 use kube::Api;
@@ -15,7 +13,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, ValidationDirective};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{MAX_SPEC_BYTES, Tenancy};
+use super::{MAX_SPEC_BYTES, RouteTable, Tenancy};
 use crate::audit::Event;
 use crate::auth::Principal;
 use crate::authz::Capability;
@@ -26,15 +24,17 @@ use crate::json::JsonBody;
 /// owner references or tenant names).
 const SPEC_FIELDS: [&str; 5] = ["model", "backend", "resources", "replicas", "batching"];
 
-pub fn router() -> Router<Tenancy> {
-    Router::new()
-        .route("/v1/tenants/{tenant}/deployments", routing::get(list))
-        .route("/v1/tenants/{tenant}/deployments/{name}", routing::get(get).put(put).delete(delete))
+pub fn routes() -> RouteTable<Tenancy> {
+    RouteTable::new()
+        .get("/v1/tenants/{tenant}/deployments", list)
+        .get("/v1/tenants/{tenant}/deployments/{name}", get)
+        .put("/v1/tenants/{tenant}/deployments/{name}", put)
+        .delete("/v1/tenants/{tenant}/deployments/{name}", delete)
 }
 
 /// A ModelDeployment as the REST API shows it: no managed fields, no
 /// internal metadata.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeploymentView {
     pub name: String,

@@ -19,12 +19,11 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::Response;
-use axum::routing::post;
 
 use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{Tenancy, read_body};
+use super::{RouteTable, Tenancy, read_body};
 use crate::auth::Principal;
 use crate::authz::Capability;
 use crate::error::{Error, Result};
@@ -81,13 +80,16 @@ impl Upstream {
     }
 }
 
+pub fn routes() -> RouteTable<Tenancy> {
+    RouteTable::new()
+        .post("/v1/tenants/{tenant}/deployments/{name}/infer", infer)
+        .post("/v1/tenants/{tenant}/deployments/{name}/embeddings", embeddings)
+}
+
 /// The inference routes, with their own bounds: the call's timeout plus
 /// time to read the body, and the inference body limit.
 pub fn router(upstream: &Upstream) -> Router<Tenancy> {
-    let routes = Router::new()
-        .route("/v1/tenants/{tenant}/deployments/{name}/infer", post(infer))
-        .route("/v1/tenants/{tenant}/deployments/{name}/embeddings", post(embeddings));
-    crate::layers::bounded(routes, upstream.timeout + BODY_READ_ALLOWANCE, upstream.max_request_bytes)
+    crate::layers::bounded(routes().into_router(), upstream.timeout + BODY_READ_ALLOWANCE, upstream.max_request_bytes)
 }
 
 /// Time allowed beyond the call's timeout for the request body to arrive.

@@ -4,8 +4,11 @@ pub mod api_keys;
 pub mod audit;
 pub mod deployments;
 pub mod inference;
+pub mod table;
 pub mod tenants;
 pub mod usage;
+
+pub use table::{RouteTable, Served};
 
 use std::sync::Arc;
 

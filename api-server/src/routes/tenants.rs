@@ -10,11 +10,9 @@
 //! it and only it, and an admin's spec writes and an owner's branding
 //! writes never collide as one manager.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Json;
-use axum::routing;
 use ember_crds::conditions::{find_condition, types};
 use ember_crds::labels::{FIELD_MANAGER_API, FIELD_MANAGER_API_BRANDING};
 use ember_crds::tenant::{Tenant, TenantSpec};
@@ -24,7 +22,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, Preconditions, ValidationDirec
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{MAX_SPEC_BYTES, Tenancy, TenantAccess};
+use super::{MAX_SPEC_BYTES, RouteTable, Tenancy, TenantAccess};
 use crate::audit::Event;
 use crate::auth::Principal;
 use crate::authz::{Capability, Role, roles_in};
@@ -32,19 +30,21 @@ use crate::error::{Error, Result};
 use crate::json::JsonBody;
 
 /// Spec fields a platform admin sets with `PUT /v1/tenants/{t}`.
-const ADMIN_FIELDS: [&str; 6] = ["owners", "members", "quota", "database", "network", "suspended"];
+pub const ADMIN_FIELDS: [&str; 6] = ["owners", "members", "quota", "database", "network", "suspended"];
 /// Spec fields set with `PUT /v1/tenants/{t}/branding`.
-const PRESENTATION_FIELDS: [&str; 2] = ["displayName", "branding"];
+pub const PRESENTATION_FIELDS: [&str; 2] = ["displayName", "branding"];
 
-pub fn router() -> Router<Tenancy> {
-    Router::new()
-        .route("/v1/tenants", routing::get(list))
-        .route("/v1/tenants/{tenant}", routing::get(get).put(put).delete(delete))
-        .route("/v1/tenants/{tenant}/branding", routing::put(put_branding))
+pub fn routes() -> RouteTable<Tenancy> {
+    RouteTable::new()
+        .get("/v1/tenants", list)
+        .get("/v1/tenants/{tenant}", get)
+        .put("/v1/tenants/{tenant}", put)
+        .delete("/v1/tenants/{tenant}", delete)
+        .put("/v1/tenants/{tenant}/branding", put_branding)
 }
 
 /// A tenant in a listing.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantSummary {
     pub name: String,
@@ -59,7 +59,7 @@ pub struct TenantSummary {
 
 /// One tenant as `GET /v1/tenants/{t}` shows it: everything a member may
 /// also read with `kubectl get tenant`, without Kubernetes' bookkeeping.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantView {
     pub name: String,

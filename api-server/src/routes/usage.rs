@@ -7,20 +7,18 @@
 //! never API keys (which are at most `edit`). A tenant the caller has no
 //! role in answers 404, as everywhere.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
 
-use super::{QueryPairs, Tenancy, query_pairs};
+use super::{QueryPairs, RouteTable, Tenancy, query_pairs};
 use crate::auth::Principal;
 use crate::authz::Capability;
 use crate::error::Result;
 use crate::usage::report::{self, Scope, UsageQuery};
 
-pub fn router() -> Router<Tenancy> {
-    Router::new().route("/v1/tenants/{tenant}/usage", get(tenant_usage)).route("/v1/usage", get(platform_usage))
+pub fn routes() -> RouteTable<Tenancy> {
+    RouteTable::new().get("/v1/tenants/{tenant}/usage", tenant_usage).get("/v1/usage", platform_usage)
 }
 
 pub async fn tenant_usage(

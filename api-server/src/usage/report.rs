@@ -13,7 +13,6 @@ use std::fmt::Write as _;
 
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
-use serde_json::{Map, Value};
 use sqlx::{PgPool, Row};
 
 use crate::error::{Error, Result};
@@ -29,8 +28,9 @@ pub const MAX_ROWS: usize = 10_000;
 /// Span when `from` is not given.
 const DEFAULT_SPAN_HOURS: i64 = 24;
 
-/// A way to group usage rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A way to group usage rows (serialised as its field name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum Dimension {
     Hour,
     Day,
@@ -178,7 +178,7 @@ pub struct UsageRow {
 }
 
 /// What a group used.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageCounts {
     pub requests: i64,
@@ -285,28 +285,64 @@ fn format_day(seconds: i64) -> String {
     Timestamp::from_second(seconds).map_or_else(|_| seconds.to_string(), |t| t.strftime("%Y-%m-%d").to_string())
 }
 
-/// The JSON answer: the query as understood, and one object per row with
-/// its group fields and counts.
-pub fn to_json(query: &UsageQuery, rows: &[UsageRow]) -> Value {
-    let rows: Vec<Value> = rows
+/// The JSON answer: the query as understood, and one row per group.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageReport {
+    /// Start of the span read (RFC 3339); hours starting at or after it,
+    /// rounded down to its hour, count.
+    #[schemars(extend("format" = "date-time"))]
+    pub from: String,
+    /// End of the span read (RFC 3339, exclusive).
+    #[schemars(extend("format" = "date-time"))]
+    pub to: String,
+    /// The fields rows are grouped by, in order; each row carries them.
+    pub group_by: Vec<Dimension>,
+    pub rows: Vec<ReportRow>,
+}
+
+/// One group's usage: the group's fields (those in `groupBy`) and counts.
+#[derive(Debug, Default, Serialize, schemars::JsonSchema)]
+pub struct ReportRow {
+    /// Start of the UTC hour (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub hour: Option<String>,
+    /// The UTC day (`YYYY-MM-DD`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date"))]
+    pub day: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+    /// The user, or `apikey:<id>`, that made the calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
+    #[serde(flatten)]
+    pub counts: UsageCounts,
+}
+
+/// The JSON answer to `query`.
+pub fn to_json(query: &UsageQuery, rows: &[UsageRow]) -> UsageReport {
+    let rows = rows
         .iter()
         .map(|row| {
-            let mut object = Map::new();
+            let mut report = ReportRow { counts: row.counts, ..ReportRow::default() };
             for (dimension, value) in query.group_by.iter().zip(&row.groups) {
-                object.insert(dimension.field().to_owned(), Value::String(value.clone()));
+                let slot = match dimension {
+                    Dimension::Hour => &mut report.hour,
+                    Dimension::Day => &mut report.day,
+                    Dimension::Tenant => &mut report.tenant,
+                    Dimension::Deployment => &mut report.deployment,
+                    Dimension::Caller => &mut report.caller,
+                };
+                *slot = Some(value.clone());
             }
-            for (field, value) in COUNT_FIELDS.iter().zip(row.counts.values()) {
-                object.insert((*field).to_owned(), Value::from(value));
-            }
-            Value::Object(object)
+            report
         })
         .collect();
-    serde_json::json!({
-        "from": query.from.to_string(),
-        "to": query.to.to_string(),
-        "groupBy": query.group_by.iter().map(|d| d.field()).collect::<Vec<_>>(),
-        "rows": rows,
-    })
+    UsageReport { from: query.from.to_string(), to: query.to.to_string(), group_by: query.group_by.clone(), rows }
 }
 
 /// The CSV answer (RFC 4180): a header of group fields and counts, one
@@ -396,7 +432,7 @@ mod tests {
     fn json_and_csv_carry_the_same_rows() {
         let query = parse(&[("groupBy", "day,caller")]).unwrap();
         let rows = [row(&["2026-11-29", "alice"], 3), row(&["2026-11-29", "=cmd|' /C calc'!A0, \"x\""], 1)];
-        let json = to_json(&query, &rows);
+        let json = serde_json::to_value(to_json(&query, &rows)).unwrap();
         assert_eq!(json["groupBy"], serde_json::json!(["day", "caller"]));
         assert_eq!(json["rows"][0]["caller"], "alice");
         assert_eq!(json["rows"][0]["requests"], 3);
