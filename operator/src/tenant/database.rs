@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use ember_crds::labels::ADOPT_DATABASE;
+use ember_crds::labels::{ADOPT_DATABASE, child_labels};
 use ember_crds::names::{DATABASE_SECRET_NAME, namespace_for};
 use ember_crds::tenant::{DeletionPolicy, Tenant, TenantDatabaseStatus};
 use k8s_openapi::ByteString;
@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta};
 use kube::{Resource, ResourceExt};
 
-use super::build::{DatabaseEndpoint, child_labels};
+use super::build::DatabaseEndpoint;
 use crate::config::DatabaseServerConfig;
 use crate::context::Context;
 use crate::database::{self, DatabaseServer, Ownership};
