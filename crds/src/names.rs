@@ -54,6 +54,20 @@ pub fn validate_tenant_name(name: &str) -> Result<(), InvalidTenantName> {
     Ok(())
 }
 
+/// Longest ModelDeployment name, as the CRD's CEL rule has it: the names
+/// of its Deployment, Service and the rest derive from it.
+pub const MAX_DEPLOYMENT_NAME_LEN: usize = 50;
+
+/// Whether `name` passes the CRD's rule for ModelDeployment names: a
+/// lowercase DNS label that starts with a letter, at most
+/// [`MAX_DEPLOYMENT_NAME_LEN`] long.
+pub fn is_valid_deployment_name(name: &str) -> bool {
+    name.len() <= MAX_DEPLOYMENT_NAME_LEN
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
 /// Namespace that holds everything of tenant `tenant`.
 pub fn namespace_for(tenant: &str) -> String {
     format!("{TENANT_NAMESPACE_PREFIX}{tenant}")
@@ -78,6 +92,19 @@ pub fn database_role_for(tenant: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deployment_names_follow_the_crd_rule() {
+        assert!(is_valid_deployment_name("minilm-2"));
+        assert!(is_valid_deployment_name(&"a".repeat(MAX_DEPLOYMENT_NAME_LEN)));
+        for bad in ["", "2minilm", "minilm-", "MiniLM", "mini_lm", "mini\0lm", &"a".repeat(MAX_DEPLOYMENT_NAME_LEN + 1)]
+        {
+            assert!(!is_valid_deployment_name(bad), "{bad:?}");
+        }
+        // The CRD's CEL rule states the same bound.
+        let crd = serde_json::to_string(&crate::crd_yaml::all_crds()).unwrap_or_default();
+        assert!(crd.contains(&format!("self.metadata.name.size() <= {MAX_DEPLOYMENT_NAME_LEN}")));
+    }
 
     #[test]
     fn accepts_dns_labels_up_to_the_limit() {

@@ -310,3 +310,30 @@ async fn database_server_cannot_change_once_set() {
     };
     assert_mentions(&message, &["spec.database", "cannot be changed once set"]);
 }
+
+/// A `null` where a defaulted field goes gets the default, whether created
+/// or applied server-side: stored as `null`, it would fail to decode in
+/// every watch of the kind (the operator's, ember-api's) for every tenant.
+#[tokio::test]
+async fn explicit_nulls_get_the_defaults_and_objects_stay_readable() {
+    let client = client_with_crds().await;
+    let nulls = json!({"quota": {"cpu": null, "memory": null, "storage": null}});
+    tenants(&client).create(&PostParams::default(), &object::<Tenant>("nulls", None, nulls.clone())).await.unwrap();
+    let typed = Api::<Tenant>::all(client.clone());
+    let created = typed.get("nulls").await.expect("a Tenant written with nulls decodes");
+    let defaults = ember_crds::tenant::TenantQuota::default();
+    assert_eq!(created.spec.quota, defaults);
+
+    let apply = kube::api::PatchParams::apply("nulls-test");
+    let applied = object::<Tenant>("nulls-applied", None, nulls);
+    tenants(&client).patch("nulls-applied", &apply, &kube::api::Patch::Apply(&applied)).await.unwrap();
+    assert_eq!(typed.get("nulls-applied").await.expect("an applied Tenant decodes").spec.quota, defaults);
+
+    ensure_namespace(&client, "tenant-nulls").await;
+    let mut spec = valid_model_spec();
+    spec["resources"] = json!({"cpu": null, "memory": null});
+    let md = object::<ModelDeployment>("nulls", Some("tenant-nulls"), spec);
+    model_deployments(&client, "tenant-nulls").patch("nulls", &apply, &kube::api::Patch::Apply(&md)).await.unwrap();
+    let stored = Api::<ModelDeployment>::namespaced(client, "tenant-nulls").get("nulls").await.expect("it decodes");
+    assert_eq!(stored.spec.resources, ember_crds::model_deployment::ReplicaResources::default());
+}
