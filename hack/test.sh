@@ -5,8 +5,8 @@
 #
 # Builds what is missing first, cached outside the repository: the control
 # plane (hack/build-control-plane.sh), the node components
-# (hack/build-node.sh), and the OCI images from the release binaries
-# (hack/build-images.sh). The tests run in the same release build as the
+# (hack/build-node.sh), the OCI images from the release binaries
+# (hack/build-images.sh), and schemathesis (hack/install-schemathesis.sh). The tests run in the same release build as the
 # images, so the workspace is compiled once, not once for tests and once
 # for images. The real-node tests need root.
 # Extra arguments go to `cargo test` (and skip the dev.sh check).
@@ -17,7 +17,9 @@ EMBER_CP_BIN="$(bash hack/build-control-plane.sh | tail -n 1)"
 EMBER_NODE_BIN="$(bash hack/build-node.sh | tail -n 1)"
 images="$(bash hack/build-images.sh)"
 EMBER_IMAGES_DIR="$(tail -n 1 <<<"$images")"
-export EMBER_CP_BIN EMBER_NODE_BIN EMBER_IMAGES_DIR
+# schemathesis (PyPI), which fuzzes ember-api from its OpenAPI description.
+EMBER_SCHEMATHESIS="$(bash hack/install-schemathesis.sh | tail -n 1)"
+export EMBER_CP_BIN EMBER_NODE_BIN EMBER_IMAGES_DIR EMBER_SCHEMATHESIS
 # Reproducible images: the same inputs again give the same digests.
 if [[ "$(bash hack/build-images.sh 2>/dev/null)" != "$images" ]]; then
   echo "hack/build-images.sh gave other digests on a second run:" >&2

@@ -119,10 +119,12 @@ impl From<kube::Error> for Error {
                 404 => Error::NotFound(status.message),
                 409 => Error::Conflict(status.message),
                 400 | 422 => Error::Invalid(status.message),
-                // Server-side apply reports a field the schema does not
-                // declare as a 500 ("failed to create typed patch object");
-                // it is the caller's input, so answer it as such.
-                500 if status.message.contains("field not declared in schema") => Error::Invalid(status.message),
+                // Server-side apply reports a body that does not fit the
+                // schema's types (a field not declared, an object where a
+                // boolean goes) as a 500 "failed to create typed patch
+                // object ... <field path>: <what is wrong>"; it is the
+                // caller's input, so answer it as such.
+                500 if status.message.contains("failed to create typed patch object") => Error::Invalid(status.message),
                 403 => {
                     // Our own ServiceAccount lacks a right: a deployment bug,
                     // not the caller's fault, so do not pass the detail on.

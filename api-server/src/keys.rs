@@ -101,12 +101,16 @@ fn same_digest(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Whether `id` has the form of a key id (lowercase hex of `ID_BYTES`).
+pub fn is_key_id(id: &str) -> bool {
+    id.len() == ID_BYTES * 2 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// Splits `ek_<12 hex>_<secret>`.
 fn parse(token: &str) -> Option<(&str, &str)> {
     let rest = token.strip_prefix(PREFIX)?;
     let (id, secret) = rest.split_once('_')?;
-    let id_ok = id.len() == ID_BYTES * 2 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    (id_ok && !secret.is_empty() && secret.len() <= 64).then_some((id, secret))
+    (is_key_id(id) && !secret.is_empty() && secret.len() <= 64).then_some((id, secret))
 }
 
 impl KeyStore {

@@ -155,6 +155,10 @@ impl JwtVerifier {
                 .ok_or_else(|| self.bad_groups())?,
             Some(_) => return Err(self.bad_groups()),
         };
+        // Names go to the audit trail, usage rows and logs as they are.
+        if std::iter::once(&user).chain(&groups).any(|name| name.chars().any(char::is_control)) {
+            return Err(Error::Unauthenticated("token's user or group names contain control characters".into()));
+        }
         Ok(Principal { user, groups, api_key: None, platform_admin: false })
     }
 

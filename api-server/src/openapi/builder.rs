@@ -3,6 +3,8 @@
 
 use serde_json::{Map, Value, json};
 
+use ember_crds::names;
+
 use crate::authz::{Capability, Role, allows};
 
 /// An operation: a method on a path template, with what it takes and
@@ -161,12 +163,20 @@ pub fn path_parameters(path: &str) -> impl Iterator<Item = &str> {
     path.split('/').filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
 }
 
+/// Tenant and deployment names: lowercase DNS labels that start with a letter.
+const LABEL: &str = "^[a-z]([-a-z0-9]*[a-z0-9])?$";
+
 /// Path parameters mean the same on every route.
 fn path_parameter(name: &str) -> Value {
     let (description, schema) = match name {
-        "tenant" => ("The Tenant's name.", json!({"type": "string", "minLength": 1, "maxLength": 63})),
-        "name" => ("The ModelDeployment's name.", json!({"type": "string", "minLength": 1, "maxLength": 253})),
-        "id" => ("The API key's id (from its listing).", json!({"type": "string", "minLength": 1, "maxLength": 64})),
+        "tenant" => {
+            ("The Tenant's name.", json!({"type": "string", "maxLength": names::MAX_TENANT_NAME_LEN, "pattern": LABEL}))
+        }
+        "name" => (
+            "The ModelDeployment's name.",
+            json!({"type": "string", "maxLength": names::MAX_DEPLOYMENT_NAME_LEN, "pattern": LABEL}),
+        ),
+        "id" => ("The API key's id (from its listing).", json!({"type": "string", "pattern": "^[0-9a-f]{12}$"})),
         _ => ("", json!({"type": "string"})),
     };
     json!({"name": name, "in": "path", "required": true, "description": description, "schema": schema})

@@ -67,6 +67,11 @@ pub async fn revoke(
     who: Principal,
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<StatusCode> {
+    let no_such_key = || Error::NotFound(format!("no live API key '{id}' in tenant '{tenant}'"));
+    // Checked first: only well-formed ids reach the audit trail and the database.
+    if !crate::keys::is_key_id(&id) {
+        return Err(no_such_key());
+    }
     let target = format!("apikey:{id}");
     let access = state.access_to_change(&tenant, &who, Capability::ManageApiKeys, "api-key.revoke", &target).await?;
     let platform = state.required_platform()?;
@@ -76,7 +81,7 @@ pub async fn revoke(
         .audited(event, async {
             match platform.keys.revoke(access.name(), &id).await? {
                 true => Ok(()),
-                false => Err(Error::NotFound(format!("no live API key '{id}' in tenant '{tenant}'"))),
+                false => Err(no_such_key()),
             }
         })
         .await?;

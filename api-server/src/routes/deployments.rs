@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::Json;
 use ember_crds::labels::FIELD_MANAGER_API;
 use ember_crds::model_deployment::{ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus};
+use ember_crds::names;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, ValidationDirective};
 use serde::Serialize;
@@ -105,6 +106,7 @@ pub async fn get(
     who: Principal,
     Path((tenant, name)): Path<(String, String)>,
 ) -> Result<Json<DeploymentView>> {
+    existing_name(&tenant, &name)?;
     let access = state.access(&tenant, &who, Capability::ReadDeployments).await?;
     let md = access
         .namespace()
@@ -120,6 +122,13 @@ pub async fn put(
     Path((tenant, name)): Path<(String, String)>,
     body: JsonBody,
 ) -> Result<(StatusCode, Json<DeploymentView>)> {
+    if !names::is_valid_deployment_name(&name) {
+        return Err(Error::Invalid(format!(
+            "metadata.name: '{name}' is not a valid deployment name (a lowercase DNS label that starts with a letter, \
+             at most {} characters)",
+            names::MAX_DEPLOYMENT_NAME_LEN
+        )));
+    }
     let target = format!("modeldeployment:{name}");
     let access =
         state.access_to_change(&tenant, &who, Capability::WriteDeployments, "deployment.write", &target).await?;
@@ -150,6 +159,7 @@ pub async fn delete(
     who: Principal,
     Path((tenant, name)): Path<(String, String)>,
 ) -> Result<StatusCode> {
+    existing_name(&tenant, &name)?;
     let target = format!("modeldeployment:{name}");
     let access =
         state.access_to_change(&tenant, &who, Capability::WriteDeployments, "deployment.delete", &target).await?;
@@ -165,6 +175,17 @@ pub async fn delete(
         })
         .await?;
     Ok(StatusCode::ACCEPTED)
+}
+
+/// A name the CRD refuses names no deployment: 404, checked before
+/// anything else so that only valid names reach the audit trail and the
+/// API server.
+fn existing_name(tenant: &str, name: &str) -> Result<()> {
+    if names::is_valid_deployment_name(name) {
+        Ok(())
+    } else {
+        Err(Error::NotFound(format!("deployment '{name}' not found in tenant '{tenant}'")))
+    }
 }
 
 /// The request body as a spec object, refusing anything but spec fields.

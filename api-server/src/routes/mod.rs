@@ -179,9 +179,14 @@ impl TenantAccess {
 /// ([`query_pairs`]); reports check each name themselves.
 pub type QueryPairs = std::result::Result<Query<Vec<(String, String)>>, QueryRejection>;
 
-/// The pairs, or 400 when the query string cannot be read.
+/// The pairs, or 400 when the query string cannot be read or a value holds
+/// control characters (no name or time does; the database takes no NUL).
 pub fn query_pairs(query: QueryPairs) -> Result<Vec<(String, String)>> {
     let Query(pairs) = query.map_err(|e| Error::BadRequest(format!("the query string cannot be read: {e}")))?;
+    if let Some((name, _)) = pairs.iter().find(|(name, value)| name.chars().chain(value.chars()).any(char::is_control))
+    {
+        return Err(Error::BadRequest(format!("parameter '{name}' contains control characters")));
+    }
     Ok(pairs)
 }
 

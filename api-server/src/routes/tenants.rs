@@ -15,6 +15,7 @@ use axum::http::StatusCode;
 use axum::response::Json;
 use ember_crds::conditions::{find_condition, types};
 use ember_crds::labels::{FIELD_MANAGER_API, FIELD_MANAGER_API_BRANDING};
+use ember_crds::names;
 use ember_crds::tenant::{Tenant, TenantSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Api;
@@ -135,6 +136,8 @@ pub async fn put(
     Path(name): Path<String>,
     body: JsonBody,
 ) -> Result<(StatusCode, Json<TenantView>)> {
+    // Checked first: only valid names reach the audit trail and the API server.
+    names::validate_tenant_name(&name).map_err(|e| Error::Invalid(format!("metadata.name: {e}")))?;
     let target = format!("tenant:{name}");
     state.platform_admin_to_change(&who, &name, "tenant.write", &target).await?;
     let body = body.read(MAX_SPEC_BYTES, "a Tenant spec").await?;

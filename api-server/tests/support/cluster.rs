@@ -81,18 +81,33 @@ impl Harness {
         Self::start_with_platform_and_sources(endpoint_template, database_url, SourceLimits::default()).await
     }
 
+    /// With the platform database and no rate limits that matter (for
+    /// fuzzing, which sends thousands of requests as one caller).
+    pub async fn start_with_platform_unthrottled(endpoint_template: &str, database_url: &str) -> Self {
+        let unlimited = || RateLimiter::new(1e9, 1e9);
+        let sources =
+            SourceLimits { requests: unlimited(), refusals: unlimited(), trusted_proxies: Default::default() };
+        let limits = RateLimits { per_caller: unlimited(), per_tenant: unlimited() };
+        let platform = Self::platform(database_url).await;
+        Self::start_with(endpoint_template, Some(platform), limits, sources).await
+    }
+
     /// With the platform database and the given per-source limits.
     pub async fn start_with_platform_and_sources(
         endpoint_template: &str,
         database_url: &str,
         sources: SourceLimits,
     ) -> Self {
+        let platform = Self::platform(database_url).await;
+        Self::start_with(endpoint_template, Some(platform), RateLimits::default(), sources).await
+    }
+
+    async fn platform(database_url: &str) -> (Platform, Arc<Refusals>) {
         let pool = platform_db::connect(database_url).await.unwrap();
         let refusals = Arc::new(Refusals::new(pool.clone()));
         refusals.spawn_flusher(Duration::from_millis(200));
         let usage = Arc::new(UsageRecorder::new(pool.clone()));
-        let platform = Platform { keys: KeyStore::new(pool.clone()), audit: AuditLog::new(pool), usage };
-        Self::start_with(endpoint_template, Some((platform, refusals)), RateLimits::default(), sources).await
+        (Platform { keys: KeyStore::new(pool.clone()), audit: AuditLog::new(pool), usage }, refusals)
     }
 
     async fn start_with(
