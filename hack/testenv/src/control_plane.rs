@@ -16,7 +16,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Node, ServiceAccount};
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::{Client, Config, ResourceExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::node::{GATEWAY, RealNode};
@@ -336,6 +336,23 @@ impl ControlPlane {
         }
     }
 
+    /// Adds kwok CPU nodes named `names` (like the two the cluster starts
+    /// with: 32 CPUs, 256Gi, 110 pods each) and waits until kwok reports
+    /// them Ready, for benchmarks that need room for more pods.
+    pub async fn add_kwok_cpu_nodes(&self, names: &[String]) -> Result<(), Error> {
+        let client = self.client().await?;
+        let api: Api<Node> = Api::all(client);
+        for name in names {
+            create_node(&api, name, 0).await?;
+        }
+        poll::until_async("added kwok nodes Ready", START_TIMEOUT, async || {
+            let list = api.list(&Default::default()).await.map_err(|e| Error::Kube(e.to_string()))?;
+            let ready = list.items.iter().filter(|n| names.contains(&n.name_any()) && node_is_ready(n)).count();
+            Ok((ready == names.len()).then_some(()))
+        })
+        .await
+    }
+
     /// Whether every started process is still alive.
     pub fn is_healthy(&mut self) -> bool {
         self.processes.iter_mut().all(Supervised::is_running)
@@ -500,13 +517,18 @@ async fn create_nodes(client: &Client, nodes: Nodes) -> Result<usize, Error> {
     let wanted: Vec<_> = cpu_nodes.iter().map(|n| (*n, 0)).chain([(GPU_NODE, 8)]).collect();
     let count = wanted.len();
     for (name, gpus) in wanted {
-        match api.create(&PostParams::default(), &fake_node(name, gpus)?).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 409 => {}
-            Err(e) => return Err(Error::Kube(format!("creating node {name}: {e}"))),
-        }
+        create_node(&api, name, gpus).await?;
     }
     Ok(count)
+}
+
+/// Creates one kwok node; one that exists already is left as it is.
+async fn create_node(api: &Api<Node>, name: &str, gpus: u32) -> Result<(), Error> {
+    match api.create(&PostParams::default(), &fake_node(name, gpus)?).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(e) => Err(Error::Kube(format!("creating node {name}: {e}"))),
+    }
 }
 
 fn is_kwok_node(node: &Node) -> bool {

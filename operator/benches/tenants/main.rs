@@ -20,11 +20,16 @@
 //!   write transactions (the next transaction id), and the passes it made;
 //!   then one hand-edited quota, timed until the operator has restored it;
 //! - scale (only when `EMBER_BENCH_SCALE_TENANTS` is set, e.g. 10000): more
-//!   Tenants until that many exist, all Ready, and the operator's peak RSS.
+//!   Tenants until that many exist, all Ready, and the operator's peak RSS;
+//! - ModelDeployments ([`model_deployments`]): 2,000 by default
+//!   (`EMBER_BENCH_MODEL_DEPLOYMENTS`, 0 skips them) across Tenants, until
+//!   all are Ready, beside the same children applied directly.
 //!
 //! `cargo bench --workspace --bench tenants -- 100 1000` (the operator runs
 //! with `--concurrency 16`; `EMBER_BENCH_OPERATOR_CONCURRENCY` changes it)
 #![allow(clippy::unwrap_used)]
+
+mod model_deployments;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,6 +49,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
+use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
 /// The identity the operator acts as.
@@ -123,7 +129,7 @@ async fn main() {
         let before = reconciles_total(health).await;
         let writes_before = cp.audited_writes().len();
         let cpu_before = cpu_seconds_by_process();
-        let (all_ready, mut latencies) = create_tenants(&admin, &format!("b{round}"), n).await;
+        let (all_ready, mut latencies) = create_tenants(&admin, &format!("b{round}"), n, &serde_json::json!({})).await;
         let operator_cpu = cpu_seconds_by_process().since(&cpu_before);
         let reconciles = reconciles_total(health).await - before;
         let writes = writes_by_request(&cp.audited_writes()[writes_before..]);
@@ -150,7 +156,7 @@ async fn main() {
     }
     if let Some((n, operator_cpu, baseline_cpu, writes)) = cpu_of_last_round {
         print_cpu_table(n, &operator_cpu, &baseline_cpu);
-        print_writes_table(n, &writes);
+        print_writes_table(n, "Tenant", &writes);
     }
 
     let mut in_place: usize = sizes.iter().sum();
@@ -204,7 +210,7 @@ async fn main() {
 
     let scale = env_or("EMBER_BENCH_SCALE_TENANTS", 0) as usize;
     if scale > in_place {
-        let (all_ready, mut latencies) = create_tenants(&admin, "s", scale - in_place).await;
+        let (all_ready, mut latencies) = create_tenants(&admin, "s", scale - in_place, &serde_json::json!({})).await;
         println!();
         println!(
             "| Tenants at the end | new in this round | all Ready (s) | p50 create→Ready (s) | p99 create→Ready (s) | operator peak RSS (MiB) | operator RSS at the end (MiB) |"
@@ -219,6 +225,11 @@ async fn main() {
             peak_rss_mib(operator.id()),
             rss_mib(operator.id()),
         );
+    }
+
+    let models = env_or("EMBER_BENCH_MODEL_DEPLOYMENTS", 2000) as usize;
+    if models > 0 {
+        model_deployments::round(&cp, &admin, &as_operator, health, operator.id(), models).await;
     }
     let _ = operator.kill();
     let _ = operator.wait();
@@ -269,37 +280,56 @@ async fn restore_of_a_hand_edited_quota(client: &Client, tenant: &str) -> Durati
 
 /// Creates `n` tenants with `CONCURRENCY` writers; returns the time until all
 /// are Ready and each tenant's create→Ready latency (seen through a watch).
-async fn create_tenants(client: &Client, prefix: &str, n: usize) -> (Duration, Vec<Duration>) {
+async fn create_tenants(
+    client: &Client,
+    prefix: &str,
+    n: usize,
+    spec: &serde_json::Value,
+) -> (Duration, Vec<Duration>) {
     let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let api: Api<Tenant> = Api::all(client.clone());
-    let watch = watch_ready(&api, &created, prefix, n).await;
+    let watch = watch_ready(&api, &created, prefix, n, tenant_is_ready).await;
     let started = Instant::now();
     futures::stream::iter(0..n)
-        .for_each_concurrent(CONCURRENCY, |i| create_tenant(&api, &created, format!("{prefix}-{i}")))
+        .for_each_concurrent(CONCURRENCY, |i| create_tenant(&api, &created, format!("{prefix}-{i}"), spec))
         .await;
     let latencies = tokio::time::timeout(Duration::from_secs(3600), watch).await.unwrap().unwrap();
     (started.elapsed(), latencies)
 }
 
-async fn create_tenant(api: &Api<Tenant>, created: &Mutex<HashMap<String, Instant>>, name: String) {
+async fn create_tenant(
+    api: &Api<Tenant>,
+    created: &Mutex<HashMap<String, Instant>>,
+    name: String,
+    spec: &serde_json::Value,
+) {
     let tenant: Tenant = serde_json::from_value(serde_json::json!({
-        "apiVersion": "ember.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": name}, "spec": {}
+        "apiVersion": "ember.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": name}, "spec": spec
     }))
     .unwrap();
     created.lock().await.insert(name, Instant::now());
     api.create(&PostParams::default(), &tenant).await.unwrap();
 }
 
-/// Watches Tenants named `<prefix>-*` until `n` are Ready; yields each one's
-/// time from creation (as `created` records it) to Ready. Returns once the
-/// watch's initial list is done, so no Tenant created afterwards is first
-/// seen late.
-async fn watch_ready(
-    api: &Api<Tenant>,
+/// Whether a Tenant is Ready for its current generation.
+fn tenant_is_ready(tenant: &Tenant) -> bool {
+    tenant.status.as_ref().is_some_and(|s| is_ready_at(&s.conditions, tenant.metadata.generation))
+}
+
+/// Watches objects named `<prefix>-*` until `n` are `ready`; yields each
+/// one's time from creation (as `created` records it) to ready. Returns once
+/// the watch's initial list is done, so no object created afterwards is
+/// first seen late. Names must be unique across namespaces.
+async fn watch_ready<K>(
+    api: &Api<K>,
     created: &Arc<Mutex<HashMap<String, Instant>>>,
     prefix: &str,
     n: usize,
-) -> tokio::task::JoinHandle<Vec<Duration>> {
+    ready: fn(&K) -> bool,
+) -> tokio::task::JoinHandle<Vec<Duration>>
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
     let (api, created, prefix) = (api.clone(), created.clone(), format!("{prefix}-"));
     let (listed, listed_rx) = tokio::sync::oneshot::channel();
     let watch = tokio::spawn(async move {
@@ -307,20 +337,19 @@ async fn watch_ready(
         let mut latencies = HashMap::new();
         let mut events = watcher(api, watcher::Config::default()).boxed();
         while let Some(event) = events.try_next().await.unwrap() {
-            let tenant = match event {
+            let object = match event {
                 watcher::Event::InitDone => {
                     listed.take().map(|l| l.send(()));
                     continue;
                 }
-                watcher::Event::Apply(t) | watcher::Event::InitApply(t) => t,
+                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => o,
                 watcher::Event::Init | watcher::Event::Delete(_) => continue,
             };
-            let name = tenant.name_any();
+            let name = object.name_any();
             if !name.starts_with(&prefix) || latencies.contains_key(&name) {
                 continue;
             }
-            let ready = tenant.status.as_ref().is_some_and(|s| is_ready_at(&s.conditions, tenant.metadata.generation));
-            if let (true, Some(at)) = (ready, created.lock().await.get(&name).copied()) {
+            if let (true, Some(at)) = (ready(&object), created.lock().await.get(&name).copied()) {
                 latencies.insert(name, at.elapsed());
                 if latencies.len() == n {
                     return latencies.into_values().collect::<Vec<_>>();
@@ -338,12 +367,12 @@ async fn watch_ready(
 async fn one_every_two_seconds(client: &Client, samples: usize) -> Vec<Duration> {
     let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let api: Api<Tenant> = Api::all(client.clone());
-    let watch = watch_ready(&api, &created, "late", samples).await;
+    let watch = watch_ready(&api, &created, "late", samples, tenant_is_ready).await;
     let mut ticks = tokio::time::interval(Duration::from_secs(2));
     for i in 0..samples {
         ticks.tick().await;
         let (api, created) = (api.clone(), created.clone());
-        tokio::spawn(async move { create_tenant(&api, &created, format!("late-{i}")).await });
+        tokio::spawn(async move { create_tenant(&api, &created, format!("late-{i}"), &serde_json::json!({})).await });
     }
     tokio::time::timeout(Duration::from_secs(600), watch).await.unwrap().unwrap()
 }
@@ -418,13 +447,20 @@ fn percentile(values: &mut [Duration], p: f64) -> Duration {
 }
 
 async fn reconciles_total(port: u16) -> f64 {
+    reconciles_of(port, "").await
+}
+
+/// Passes started so far by the controller named `controller`, or by both
+/// when it is empty.
+async fn reconciles_of(port: u16, controller: &str) -> f64 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let label = format!("controller=\"{controller}\"");
     let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return 0.0 };
     let _ = stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").await;
     let mut body = String::new();
     let _ = stream.read_to_string(&mut body).await;
     body.lines()
-        .filter(|l| l.starts_with("ember_operator_reconciles_total"))
+        .filter(|l| l.starts_with("ember_operator_reconciles_total") && (controller.is_empty() || l.contains(&label)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -533,10 +569,10 @@ fn writes_by_request(writes: &[ember_testenv::AuditedWrite]) -> Vec<(String, usi
     counts
 }
 
-/// The writes of the operator's round, per tenant.
-fn print_writes_table(n: usize, writes: &[(String, usize)]) {
+/// The writes of the operator's round, per `object` it was about.
+fn print_writes_table(n: usize, object: &str, writes: &[(String, usize)]) {
     println!();
-    println!("| writes in the operator's round, N = {n} | request | outcome | count | per Tenant |");
+    println!("| writes in the operator's round, N = {n} | request | outcome | count | per {object} |");
     println!("|---|---|---|---:|---:|");
     for (what, count) in writes {
         println!("| {what} | {count} | {:.2} |", *count as f64 / n as f64);
