@@ -64,6 +64,19 @@ async fn owners_and_editors_manage_deployments_and_viewers_only_read() {
     let (status, body) = h.call("PUT", path, Some(&alice), Some(&spec(32))).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["generation"], 2);
+    // The list, served from memory since the first call, follows the change.
+    let names = async |wanted: &[&str], batch: i64| {
+        poll::until_async("the list follows the changes", TIMEOUT, async || {
+            let (_, listed) = h.call("GET", "/v1/tenants/acme-crud/deployments", Some(&bob), None).await;
+            let items = listed.as_array().cloned().unwrap_or_default();
+            let names: Vec<&str> = items.iter().filter_map(|d| d["name"].as_str()).collect();
+            let batches = items.iter().all(|d| d["spec"]["batching"]["maxBatchSize"] == batch);
+            Ok((names == wanted && batches).then_some(()))
+        })
+        .await
+        .unwrap()
+    };
+    names(&["scorer"], 32).await;
 
     let (status, body) = h.call("PUT", path, Some(&bob), Some(&spec(64))).await;
     assert_eq!(status, 403, "{body}");
@@ -78,6 +91,7 @@ async fn owners_and_editors_manage_deployments_and_viewers_only_read() {
     assert_eq!(status, 202);
     h.until_status(path, &alice, 404).await;
     assert!(mds.get_opt("scorer").await.unwrap().is_none());
+    names(&["ranker"], 8).await;
 }
 
 #[tokio::test]

@@ -350,7 +350,7 @@ async fn check_platform_view(h: &Harness, tenants: &[(&str, &Tally)]) {
     assert!(body["rows"].as_array().unwrap().iter().any(|r| r["caller"] == "mallory" && r["tenant"] == OTHER_TENANT));
 }
 
-/// The same numbers as CSV with `Accept: text/csv`.
+/// The same numbers as CSV (`Accept: text/csv`) and JSON lines.
 async fn check_csv(h: &Harness, admin: &str, total: Expected) {
     let response = reqwest::Client::new()
         .get(format!("{}/v1/tenants/{TENANT}/usage?groupBy=deployment", h.base))
@@ -371,6 +371,20 @@ async fn check_csv(h: &Harness, admin: &str, total: Expected) {
     assert_eq!(fields[6].parse::<i64>().unwrap(), total.tokens, "{csv}");
     assert!(fields[7].parse::<i64>().unwrap() > 0, "compute time is recorded: {csv}");
     assert_eq!(lines.len(), 2, "{csv}");
+
+    // And as JSON lines: one row per line.
+    let response = reqwest::Client::new()
+        .get(format!("{}/v1/tenants/{TENANT}/usage?groupBy=deployment", h.base))
+        .header("Authorization", admin)
+        .header("Accept", "application/x-ndjson")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let text = response.text().await.unwrap();
+    let rows: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 1, "{text}");
+    assert_eq!((rows[0]["deployment"].as_str(), rows[0]["requests"].as_i64()), (Some("minilm"), Some(total.requests)));
 }
 
 /// Owners only: another tenant's owner sees nothing (404), an editor and an

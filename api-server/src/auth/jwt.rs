@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::jwks::KeyCache;
+use super::verified::{self, Verified, VerifiedTokens};
 use super::{API_KEY_USER_PREFIX, Principal};
 use crate::error::{Error, Result};
 
@@ -71,6 +72,8 @@ impl JwtSettings {
 pub struct JwtVerifier {
     settings: JwtSettings,
     keys: KeyCache,
+    /// Tokens verified before (see `verified`).
+    verified: VerifiedTokens,
 }
 
 impl JwtVerifier {
@@ -94,11 +97,29 @@ impl JwtVerifier {
             Duration::from_secs(settings.jwks_min_refresh_seconds),
             Duration::from_secs(settings.jwks_max_age_seconds),
         )?;
-        Ok(Self { settings, keys })
+        Ok(Self { settings, keys, verified: VerifiedTokens::default() })
     }
 
     /// The caller a token proves, or why it proves nothing.
     pub async fn verify(&self, token: &str) -> Result<Principal> {
+        let digest = verified::digest(token);
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(earlier) = self.verified.get(&digest, now) {
+            // Still published, unchanged, by the identity provider?
+            match self.keys.key(earlier.key.common.key_id.as_deref()).await? {
+                Some(current) if current == earlier.key => return Ok(earlier.principal),
+                _ => self.verified.forget(&digest),
+            }
+        }
+        let (principal, verified) = self.verify_signature(token).await?;
+        if let Some(verified) = verified {
+            self.verified.insert(digest, verified, now);
+        }
+        Ok(principal)
+    }
+
+    /// The full check; also what to remember of it.
+    async fn verify_signature(&self, token: &str) -> Result<(Principal, Option<Verified>)> {
         // An unknown or `none` algorithm fails to parse here.
         let header = decode_header(token).map_err(|_| Error::Unauthenticated("malformed token".into()))?;
         if !self.settings.algorithms.contains(&header.alg) {
@@ -125,7 +146,13 @@ impl JwtVerifier {
         validation.set_audience(&[&self.settings.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         let claims = decode::<Map<String, Value>>(token, &key, &validation).map_err(rejection)?.claims;
-        self.principal(&claims)
+        let principal = self.principal(&claims)?;
+        let remembered = claims.get("exp").and_then(Value::as_u64).map(|expires_at| Verified {
+            principal: principal.clone(),
+            expires_at,
+            key: jwk,
+        });
+        Ok((principal, remembered))
     }
 
     fn principal(&self, claims: &Map<String, Value>) -> Result<Principal> {

@@ -8,6 +8,7 @@
 
 pub mod jwks;
 pub mod jwt;
+pub mod verified;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

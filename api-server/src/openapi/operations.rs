@@ -222,8 +222,9 @@ fn records(schemas: &mut Schemas) -> Vec<Operation> {
             .query("groupBy", group_by, json!({"type": "string"}))
             .answer(
                 200,
-                "Usage, one row per group: JSON, or CSV with `Accept: text/csv`.",
-                &[(JSON, report.clone()), (CSV, csv.clone())],
+                "Usage, one row per group: JSON, JSON lines (`Accept: application/x-ndjson`, one row per line) \
+                 or CSV (`Accept: text/csv`).",
+                &[(JSON, report.clone()), (JSON_LINES, csv.clone()), (CSV, csv.clone())],
             )
             .errors(&[422, 501])
     };

@@ -3,9 +3,11 @@
 //! as field manager `ember-api`, without forcing, so fields owned by
 //! kubectl, Argo CD or Flux answer 409 instead of being taken over.
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::Json;
+use axum::http::header;
+use axum::response::{IntoResponse, Json, Response};
 use ember_crds::labels::FIELD_MANAGER_API;
 use ember_crds::model_deployment::{ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus};
 use ember_crds::names;
@@ -90,15 +92,18 @@ fn redacted_uri(uri: &str) -> String {
     if scheme.is_empty() { rest } else { format!("{scheme}://{rest}") }
 }
 
-pub async fn list(
-    State(state): State<Tenancy>,
-    who: Principal,
-    Path(tenant): Path<String>,
-) -> Result<Json<Vec<DeploymentView>>> {
+/// The list, from the watch cache; serialised once per change to the
+/// namespace's deployments (`Caches::deployment_list`).
+pub async fn list(State(state): State<Tenancy>, who: Principal, Path(tenant): Path<String>) -> Result<Response> {
     let access = state.access(&tenant, &who, Capability::ReadDeployments).await?;
-    let Some(namespace) = access.namespace() else { return Ok(Json(Vec::new())) };
-    let items = state.caches.deployments_in(namespace).iter().map(|md| DeploymentView::of(access.name(), md)).collect();
-    Ok(Json(items))
+    let body = match access.namespace() {
+        None => Bytes::from_static(b"[]"),
+        Some(namespace) => state.caches.deployment_list(access.name(), namespace, |items| {
+            let views: Vec<DeploymentView> = items.iter().map(|md| DeploymentView::of(access.name(), md)).collect();
+            Bytes::from(serde_json::to_vec(&views).unwrap_or_default())
+        }),
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 pub async fn get(

@@ -1,6 +1,8 @@
 //! `GET /v1/tenants/{t}/usage` (tenant admins) and `GET /v1/usage`
-//! (platform admins): usage for billing as JSON, or CSV with
-//! `Accept: text/csv`. Parameters: see `usage::report`.
+//! (platform admins): usage for billing as JSON, JSON lines (one row per
+//! line, `Accept: application/x-ndjson`) or CSV (`Accept: text/csv`), the
+//! same negotiation as the audit trail (`export::Format`). Parameters: see
+//! `usage::report`.
 //!
 //! Billing data is for those who answer for the bill (`ReadRecords`): a
 //! tenant's owners and platform admins, not its editors and viewers, and
@@ -8,13 +10,14 @@
 //! role in answers 404, as everywhere.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::{IntoResponse, Json, Response};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
 
 use super::{QueryPairs, RouteTable, Tenancy, query_pairs};
 use crate::auth::Principal;
 use crate::authz::Capability;
 use crate::error::Result;
+use crate::export::Format;
 use crate::usage::report::{self, Scope, UsageQuery};
 
 pub fn routes() -> RouteTable<Tenancy> {
@@ -48,42 +51,15 @@ async fn answer(state: &Tenancy, scope: Scope<'_>, headers: &HeaderMap, query: Q
     let query = UsageQuery::parse(&pairs, scope, jiff::Timestamp::now())?;
     let platform = state.required_platform()?;
     let rows = report::read(platform.usage.pool(), scope, &query).await?;
-    if wants_csv(headers) {
-        let mut response = report::to_csv(&query, &rows).into_response();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
-        Ok(response)
-    } else {
-        Ok(Json(report::to_json(&query, &rows)).into_response())
-    }
-}
-
-/// Whether `Accept` names `text/csv` (JSON otherwise, including `*/*`).
-fn wants_csv(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|range| range.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("text/csv")))
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    fn accept(value: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::ACCEPT, HeaderValue::from_str(value).unwrap());
-        headers
-    }
-
-    #[test]
-    fn csv_only_when_asked_for() {
-        assert!(wants_csv(&accept("text/csv")));
-        assert!(wants_csv(&accept("application/json;q=0.5, Text/CSV;q=0.9")));
-        assert!(!wants_csv(&accept("*/*")));
-        assert!(!wants_csv(&accept("application/json")));
-        assert!(!wants_csv(&HeaderMap::new()));
-    }
+    let format = Format::from_accept(headers);
+    let body = match format {
+        Format::Json => serde_json::to_string(&report::to_json(&query, &rows)).unwrap_or_default(),
+        Format::JsonLines => report::to_json(&query, &rows)
+            .rows
+            .iter()
+            .map(|row| serde_json::to_string(row).unwrap_or_default() + "\n")
+            .collect(),
+        Format::Csv => report::to_csv(&query, &rows),
+    };
+    Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
 }
