@@ -80,7 +80,9 @@ fn spec() -> String {
 fn fuzz(base: &str, token: &str, config: &std::path::Path, filter: &[&str]) {
     let seed = std::env::var("EMBER_FUZZ_SEED").unwrap_or_else(|_| "20261129".into());
     let examples = std::env::var("EMBER_FUZZ_EXAMPLES").unwrap_or_else(|_| "25".into());
+    // Its cache and reports go beside the config, not into the repository.
     let output = Command::new(schemathesis())
+        .current_dir(config.parent().unwrap())
         .arg("--config-file")
         .arg(config)
         .args(["run", &format!("{base}/openapi.json")])
