@@ -267,6 +267,37 @@ async fn a_caller_over_its_rate_limit_gets_429_with_retry_after_and_recovers() {
 }
 
 #[tokio::test]
+async fn a_tenant_with_its_own_rate_limit_is_held_to_it_and_a_change_applies_at_once() {
+    use ember_api::ratelimit::{RateLimiter, RateLimits};
+    let h = Harness::start_with_limits(RateLimits {
+        per_caller: RateLimiter::new(1000.0, 1000.0),
+        per_tenant: RateLimiter::new(1000.0, 1000.0),
+    })
+    .await;
+    let owner = json!([{"kind": "User", "name": "alice"}]);
+    h.tenant("acme-own-rate", json!({"owners": owner, "rateLimit": {"requestsPerSecond": 1, "burst": 3}})).await;
+    h.tenant("acme-default-rate", json!({"owners": owner})).await;
+    let alice = h.token("alice", &[]);
+    let statuses = async |tenant: &str| {
+        let mut statuses = Vec::new();
+        for _ in 0..8 {
+            statuses.push(h.call("GET", &format!("/v1/tenants/{tenant}/deployments"), Some(&alice), None).await.0);
+        }
+        statuses
+    };
+    let limited = statuses("acme-own-rate").await;
+    assert_eq!(&limited[..3], [200, 200, 200], "the burst is allowed: {limited:?}");
+    assert!(limited.iter().filter(|&&s| s == 429).count() >= 3, "held to 1/s: {limited:?}");
+    let default = statuses("acme-default-rate").await;
+    assert!(default.iter().all(|&s| s == 200), "the other tenant keeps the default: {default:?}");
+
+    // Lifted by its admin: the next request passes, without a restart.
+    h.patch_tenant_spec("acme-own-rate", json!({"rateLimit": {"requestsPerSecond": 1000, "burst": 1000}})).await;
+    let lifted = statuses("acme-own-rate").await;
+    assert!(lifted.iter().all(|&s| s == 200), "{lifted:?}");
+}
+
+#[tokio::test]
 async fn a_squatted_namespace_is_neither_read_nor_written() {
     let h = Harness::start(support::cluster::SERVICE_ENDPOINTS).await;
     // Someone else owns `tenant-acme-squat` before the Tenant exists, with a

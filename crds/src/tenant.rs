@@ -65,9 +65,27 @@ pub struct TenantSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branding: Option<TenantBranding>,
 
+    /// The tenant's own REST API request limit, in place of ember-api's
+    /// default per-tenant limit (`--rate-per-tenant`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<TenantRateLimit>,
+
     /// When true, every ModelDeployment of the tenant is scaled to zero; nothing is deleted.
     #[serde(default)]
     pub suspended: bool,
+}
+
+/// Requests per second through ember-api for all of a tenant's callers
+/// together, and the burst allowed above that rate.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantRateLimit {
+    /// Sustained requests per second.
+    #[schemars(range(min = 1, max = 100000))]
+    pub requests_per_second: u32,
+    /// Requests allowed at once above the rate (at least 1).
+    #[schemars(range(min = 1, max = 1000000))]
+    pub burst: u32,
 }
 
 /// Kind of RBAC subject.

@@ -182,6 +182,10 @@ async fn negative_quotas_are_refused() {
     assert_mentions(&message, &["spec.quota.gpus", "greater than or equal to 0"]);
     let message = refusal(&api, &object::<Tenant>("junk-cpu", None, json!({"quota": {"cpu": "lots"}}))).await;
     assert_mentions(&message, &["spec.quota.cpu"]);
+    let message =
+        refusal(&api, &object::<Tenant>("no-rate", None, json!({"rateLimit": {"requestsPerSecond": 0, "burst": 10}})))
+            .await;
+    assert_mentions(&message, &["spec.rateLimit.requestsPerSecond", "greater than or equal to 1"]);
     // An integer quantity is fine, as users write it in YAML.
     tenants(&client)
         .create(&PostParams::default(), &object::<Tenant>("int-cpu", None, json!({"quota": {"cpu": 8}})))

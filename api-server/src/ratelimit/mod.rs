@@ -53,38 +53,48 @@ impl RateLimiter {
     /// Takes one token for `key`: from the shared bucket when there is one
     /// and Redis answers, else from this replica's own.
     pub async fn acquire(&self, key: &str) -> Result<(), Duration> {
+        self.acquire_within(key, None).await
+    }
+
+    /// [`acquire`](Self::acquire) with `key`'s own `(rate, burst)` in
+    /// place of this limiter's, when it has one (a Tenant's `rateLimit`).
+    pub async fn acquire_within(&self, key: &str, own: Option<(f64, f64)>) -> Result<(), Duration> {
+        let (rate, burst) = own.unwrap_or((self.rate, self.burst));
         if let Some((buckets, scope)) = &self.shared
-            && let Some(answer) = buckets.take(scope, key, self.rate, self.burst).await
+            && let Some(answer) = buckets.take(scope, key, rate, burst).await
         {
             return answer;
         }
-        self.check(key)
+        self.take(key, true, rate, burst)
     }
 
     /// Takes one token for `key` from this replica's bucket, or says how
     /// long until one is available.
     pub fn check(&self, key: &str) -> Result<(), Duration> {
-        self.take(key, true)
+        self.take(key, true, self.rate, self.burst)
     }
 
     /// Like [`check`](Self::check) but takes nothing: whether `key` has a
     /// token left.
     pub fn peek(&self, key: &str) -> Result<(), Duration> {
-        self.take(key, false)
+        self.take(key, false, self.rate, self.burst)
     }
 
-    fn take(&self, key: &str, consume: bool) -> Result<(), Duration> {
+    fn take(&self, key: &str, consume: bool, rate: f64, burst: f64) -> Result<(), Duration> {
+        let (rate, burst) = (rate.max(f64::MIN_POSITIVE), burst.max(1.0));
         let now = Instant::now();
         let mut buckets = match self.buckets.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(), // a panic elsewhere must not lock everyone out
         };
         if buckets.len() >= MAX_BUCKETS {
+            // Idle and full by this limiter's own rate; a bucket with a
+            // tenant's own rate dropped early just starts full again.
             let (rate, burst) = (self.rate, self.burst);
             buckets.retain(|_, b| b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < burst);
         }
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket { tokens: self.burst, updated: now });
-        bucket.tokens = (bucket.tokens + now.duration_since(bucket.updated).as_secs_f64() * self.rate).min(self.burst);
+        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket { tokens: burst, updated: now });
+        bucket.tokens = (bucket.tokens + now.duration_since(bucket.updated).as_secs_f64() * rate).min(burst);
         bucket.updated = now;
         if bucket.tokens >= 1.0 {
             if consume {
@@ -92,7 +102,7 @@ impl RateLimiter {
             }
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / self.rate))
+            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
         }
     }
 }

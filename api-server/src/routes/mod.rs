@@ -207,7 +207,16 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes> {
 }
 
 async fn limit(limiter: &crate::ratelimit::RateLimiter, key: &str, what: &str) -> Result<()> {
-    limiter.acquire(key).await.map_err(|wait| Error::RateLimited {
+    limit_within(limiter, key, None, what).await
+}
+
+async fn limit_within(
+    limiter: &crate::ratelimit::RateLimiter,
+    key: &str,
+    own: Option<(f64, f64)>,
+    what: &str,
+) -> Result<()> {
+    limiter.acquire_within(key, own).await.map_err(|wait| Error::RateLimited {
         what: what.to_owned(),
         retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
     })
@@ -235,7 +244,9 @@ impl Tenancy {
         if roles.is_empty() {
             return Err(not_found());
         }
-        limit(&self.limits.per_tenant, tenant, &format!("tenant '{tenant}'")).await?;
+        // A Tenant's own `rateLimit` replaces the default per-tenant limit.
+        let own = found.spec.rate_limit.map(|l| (f64::from(l.requests_per_second), f64::from(l.burst)));
+        limit_within(&self.limits.per_tenant, tenant, own, &format!("tenant '{tenant}'")).await?;
         if !roles.iter().any(|role| allows(*role, capability)) {
             return Err(Error::Forbidden(refusal(tenant, &roles, capability)));
         }

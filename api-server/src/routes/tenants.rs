@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::json::JsonBody;
 
 /// Spec fields a platform admin sets with `PUT /v1/tenants/{t}`.
-pub const ADMIN_FIELDS: [&str; 6] = ["owners", "members", "quota", "database", "network", "suspended"];
+pub const ADMIN_FIELDS: [&str; 7] = ["owners", "members", "quota", "database", "network", "suspended", "rateLimit"];
 /// Spec fields set with `PUT /v1/tenants/{t}/branding`.
 pub const PRESENTATION_FIELDS: [&str; 2] = ["displayName", "branding"];
 
