@@ -207,6 +207,12 @@ pub fn sent_fingerprint(body: &Value) -> u64 {
     hasher.finish()
 }
 
+/// Annotations the cluster's own controllers stamp on children: the
+/// Deployment controller numbers each rollout. Not an edit of anything the
+/// operator sets, so no reason to apply again (it did, once per Deployment,
+/// and the second apply then made the controller's next update conflict).
+const CONTROLLER_ANNOTATIONS: [&str; 1] = ["deployment.kubernetes.io/revision"];
+
 /// Fingerprint of an object as the API server has it, leaving out what
 /// changes without anyone editing the object.
 pub fn live_fingerprint<K: Serialize>(object: &K) -> u64 {
@@ -216,6 +222,12 @@ pub fn live_fingerprint<K: Serialize>(object: &K) -> u64 {
         if let Some(Value::Object(metadata)) = fields.get_mut("metadata") {
             for volatile in ["resourceVersion", "managedFields", "generation", "creationTimestamp"] {
                 metadata.remove(volatile);
+            }
+            if let Some(Value::Object(annotations)) = metadata.get_mut("annotations") {
+                CONTROLLER_ANNOTATIONS.iter().for_each(|key| drop(annotations.remove(*key)));
+                if annotations.is_empty() {
+                    metadata.remove("annotations");
+                }
             }
         }
     }
@@ -342,6 +354,23 @@ mod tests {
 
         assert!(tracker.note(&watcher::Event::Delete(ours.clone())));
         assert!(!written.is_current(&ChildKey::of(&ours), 1));
+    }
+
+    #[test]
+    fn a_rollout_number_stamped_by_the_deployment_controller_is_no_edit() {
+        use k8s_openapi::api::apps::v1::Deployment;
+        let ours: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "m", "namespace": "t", "resourceVersion": "1"},
+            "spec": {"replicas": 1, "selector": {}, "template": {}},
+        }))
+        .unwrap();
+        let mut stamped = ours.clone();
+        stamped.metadata.resource_version = Some("2".into());
+        stamped.metadata.annotations = Some([("deployment.kubernetes.io/revision".to_owned(), "1".to_owned())].into());
+        assert_eq!(live_fingerprint(&ours), live_fingerprint(&stamped));
+        let mut edited = stamped.clone();
+        edited.metadata.annotations.as_mut().unwrap().insert("someone".into(), "else".into());
+        assert_ne!(live_fingerprint(&ours), live_fingerprint(&edited), "other annotations still count");
     }
 
     #[test]
