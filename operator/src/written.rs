@@ -358,18 +358,25 @@ mod tests {
 
     #[test]
     fn a_rollout_number_stamped_by_the_deployment_controller_is_no_edit() {
-        use k8s_openapi::api::apps::v1::Deployment;
-        let ours: Deployment = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "m", "namespace": "t", "resourceVersion": "1"},
-            "spec": {"replicas": 1, "selector": {}, "template": {}},
-        }))
-        .unwrap();
-        let mut stamped = ours.clone();
-        stamped.metadata.resource_version = Some("2".into());
-        stamped.metadata.annotations = Some([("deployment.kubernetes.io/revision".to_owned(), "1".to_owned())].into());
+        use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+        let meta = |version: &str, annotations: &[(&str, &str)]| ObjectMeta {
+            name: Some("m".into()),
+            namespace: Some("t".into()),
+            resource_version: Some(version.into()),
+            annotations: (!annotations.is_empty())
+                .then(|| annotations.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()),
+            ..ObjectMeta::default()
+        };
+        let deployment = |metadata| Deployment {
+            metadata,
+            spec: DeploymentSpec { replicas: Some(1), ..DeploymentSpec::default() },
+            ..Deployment::default()
+        };
+        let ours = deployment(meta("1", &[]));
+        let stamped = deployment(meta("2", &[("deployment.kubernetes.io/revision", "1")]));
         assert_eq!(live_fingerprint(&ours), live_fingerprint(&stamped));
-        let mut edited = stamped.clone();
-        edited.metadata.annotations.as_mut().unwrap().insert("someone".into(), "else".into());
+        let edited = deployment(meta("3", &[("deployment.kubernetes.io/revision", "1"), ("someone", "else")]));
         assert_ne!(live_fingerprint(&ours), live_fingerprint(&edited), "other annotations still count");
     }
 
