@@ -82,10 +82,10 @@ pub struct TenantSpec {
 pub struct TenantRateLimit {
     /// Sustained requests per second.
     #[schemars(range(min = 1, max = 100000))]
-    pub requests_per_second: u32,
+    pub requests_per_second: i32,
     /// Requests allowed at once above the rate (at least 1).
     #[schemars(range(min = 1, max = 1000000))]
-    pub burst: u32,
+    pub burst: i32,
 }
 
 /// Kind of RBAC subject.
