@@ -8,9 +8,14 @@
 //! conditions from the Deployment's rollout and, while it is incomplete,
 //! from the pods' container states through [`pods`]).
 //!
-//! The model's pods are watched too (only those the operator labelled), so
-//! a crash, an OOM kill or a failed checksum shows in `Ready` within a
-//! kubelet status update instead of at the rollout deadline.
+//! The model's pods are watched and cached too (only those the operator
+//! labelled, and only their status), so a crash, an OOM kill or a failed
+//! checksum shows in `Ready` within a kubelet status update instead of at
+//! the rollout deadline, without a pass listing pods from the API server.
+//!
+//! A ModelDeployment's own status writes wake nothing: its watch passes on
+//! only changes of generation (the spec) and deletion, so the status a pass
+//! writes does not start another pass.
 //!
 //! Tenants are watched, not polled: a Tenant event that matters to serving
 //! (created, suspended, resumed, deleted, set up) is mapped to the
@@ -66,6 +71,8 @@ pub struct ModelContext {
     pub deployments: Store<Deployment>,
     pub autoscalers: Store<HorizontalPodAutoscaler>,
     pub budgets: Store<PodDisruptionBudget>,
+    /// The model pods' status (see [`slim_pod`]).
+    pub pods: Store<Pod>,
 }
 
 impl std::fmt::Debug for ModelContext {
@@ -98,7 +105,8 @@ pub async fn run(
         watcher(Api::<ModelDeployment>::all(client.clone()), watcher::Config::default()).modify(slim),
     )
     .default_backoff()
-    .applied_objects();
+    .applied_objects()
+    .predicate_filter(spec_change, Default::default());
     let controller = Controller::for_stream(model_deployments, cache.clone());
     let written = &ctx.written;
     let (deployments, deployment_events) = cached::<Deployment>(&client, ours.clone(), written);
@@ -115,14 +123,18 @@ pub async fn run(
     .default_backoff()
     .applied_objects()
     .predicate_filter(serving_change, Default::default());
-    let context = Arc::new(ModelContext { shared: ctx, tenants, deployments, autoscalers, budgets });
+    let (pods, pod_writer) = reflector::store();
+    let pod_events = reflector::reflector(pod_writer, watcher(Api::<Pod>::all(client), ours).modify(slim_pod))
+        .default_backoff()
+        .touched_objects();
+    let context = Arc::new(ModelContext { shared: ctx, tenants, deployments, autoscalers, budgets, pods });
     controller
         .owns_stream(deployment_events)
         .owns_stream(service_events)
         .owns_stream(autoscaler_events)
         .owns_stream(budget_events)
         // Pod states tell why a model does not come up (see `pods`).
-        .watches(Api::<Pod>::all(client), ours, |pod| model_deployment_of(&pod))
+        .watches_stream(pod_events, |pod| model_deployment_of(&pod))
         .watches_stream(tenant_events, move |tenant| model_deployments_of(&cache, &tenant))
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
@@ -156,6 +168,23 @@ where
         })
         .touched_objects();
     (store, events)
+}
+
+/// What of a ModelDeployment starts a pass: its spec (generation) and its
+/// deletion; not status writes, which are this controller's own.
+fn spec_change(md: &ModelDeployment) -> Option<u64> {
+    let mut hasher = DefaultHasher::new();
+    md.meta().generation.hash(&mut hasher);
+    md.meta().deletion_timestamp.is_some().hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// A model pod as the pod cache keeps it: what [`pods::failure_of`] reads
+/// (name, labels, deletion, status); the spec is dropped, being most of a
+/// pod's size and never read here.
+fn slim_pod(pod: &mut Pod) {
+    slim(pod);
+    pod.spec = None;
 }
 
 /// What, of a Tenant, its ModelDeployments depend on: that it exists (its

@@ -9,7 +9,7 @@ use ember_crds::model_deployment::{ModelDeployment, ModelDeploymentStatus};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
@@ -17,7 +17,7 @@ use tracing::{info, instrument, warn};
 
 use super::build::{Serving, desired_children, endpoint, selector_labels};
 use super::pods::{PodFailure, failure_of};
-use super::status::{Outcome, Rollout, initial_status, next_status, rollout};
+use super::status::{Outcome, Rollout, next_status, rollout};
 use super::{ModelContext, apply, tenancy};
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -74,9 +74,6 @@ async fn converge(md: &ModelDeployment, ctx: &ModelContext) -> Result<Action> {
         return Ok(Action::await_change());
     }
     let generation = md.meta().generation;
-    if md.status.as_ref().is_none_or(|s| s.conditions.is_empty()) {
-        write_status(ctx, md, &initial_status(generation, &now())).await?;
-    }
 
     let result = converge_steps(md, ctx).await;
     let outcome = match &result {
@@ -108,18 +105,23 @@ async fn converge_steps(md: &ModelDeployment, ctx: &ModelContext) -> Result<(Ser
     let deployment = apply::apply_children(ctx, &children).await?;
     let failure = match rollout(&deployment) {
         Rollout::Complete { .. } => None,
-        _ => failure_of(&model_pods(ctx, md).await?),
+        _ => failure_of(&model_pods(ctx, md)),
     };
     Ok((serving, deployment, failure))
 }
 
-/// The model's pods, read only while its rollout is incomplete: then they
-/// tell why (see [`super::pods`]).
-async fn model_pods(ctx: &Context, md: &ModelDeployment) -> Result<Vec<Pod>> {
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
-    let selector =
-        selector_labels(md).iter().map(|(key, value)| format!("{key}={value}")).collect::<Vec<_>>().join(",");
-    Ok(api.list(&ListParams::default().labels(&selector)).await?.items)
+/// The model's pods from the pod cache, read only while its rollout is
+/// incomplete: then they tell why (see [`super::pods`]).
+fn model_pods(ctx: &ModelContext, md: &ModelDeployment) -> Vec<Pod> {
+    let namespace = md.namespace();
+    let selector = selector_labels(md);
+    ctx.pods
+        .state()
+        .iter()
+        .filter(|pod| pod.namespace() == namespace)
+        .filter(|pod| selector.iter().all(|(key, value)| pod.labels().get(key) == Some(value)))
+        .map(|pod| pod.as_ref().clone())
+        .collect()
 }
 
 async fn write_status(ctx: &Context, md: &ModelDeployment, status: &ModelDeploymentStatus) -> Result<()> {

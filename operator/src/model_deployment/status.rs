@@ -21,7 +21,6 @@ pub mod reasons {
     pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
     pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
     pub const SUSPENDED: &str = "Suspended";
-    pub const RECONCILING: &str = "Reconciling";
 }
 
 /// Which step a reconciliation reached.
@@ -191,20 +190,6 @@ fn rollout_conditions(rollout: &Rollout) -> Vec<ConditionUpdate> {
     }
 }
 
-/// The status on first sight, before any work: `Ready=Unknown`, `Reconciling=True`.
-pub fn initial_status(generation: Option<i64>, now: &Time) -> ModelDeploymentStatus {
-    let mut status = ModelDeploymentStatus { observed_generation: generation, ..Default::default() };
-    let message = "the operator is setting the model up";
-    for update in [
-        set(types::READY, Status::Unknown, reasons::RECONCILING, message),
-        set(types::RECONCILING, Status::True, reasons::RECONCILING, message),
-        set(types::STALLED, Status::False, reasons::RECONCILING, ""),
-    ] {
-        set_condition(&mut status.conditions, update, generation, now);
-    }
-    status
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -346,9 +331,16 @@ mod tests {
     }
 
     #[test]
-    fn initial_status_is_unknown_and_reconciling() {
-        let s = initial_status(Some(1), &at(1));
-        assert_eq!(condition(&s, "Ready").0, "Unknown");
+    fn the_first_pass_writes_every_condition_at_once() {
+        // No separate "first sight" status: the first pass's outcome is the
+        // first status written, with all four conditions.
+        let d = deployment(1, 1, 1, 0, 0, 0);
+        let outcome = Outcome::Applied { deployment: &d, failure: None };
+        let s = next_status(None, Some(1), URL, &outcome, &at(1));
+        assert_eq!(condition(&s, "Ready"), ("False".into(), reasons::ROLLING_OUT.into()));
         assert_eq!(condition(&s, "Reconciling").0, "True");
+        assert_eq!(condition(&s, "Progressing").0, "True");
+        assert_eq!(condition(&s, "Stalled").0, "False");
+        assert_eq!(s.observed_generation, Some(1));
     }
 }
