@@ -350,15 +350,20 @@ async fn check_platform_view(h: &Harness, tenants: &[(&str, &Tally)]) {
     assert!(body["rows"].as_array().unwrap().iter().any(|r| r["caller"] == "mallory" && r["tenant"] == OTHER_TENANT));
 }
 
-/// The same numbers as CSV (`Accept: text/csv`) and JSON lines.
-async fn check_csv(h: &Harness, admin: &str, total: Expected) {
-    let response = reqwest::Client::new()
+/// The tenant's usage by deployment, asked for in `media_type`.
+async fn usage_by_deployment_as(h: &Harness, authorization: &str, media_type: &str) -> reqwest::Response {
+    reqwest::Client::new()
         .get(format!("{}/v1/tenants/{TENANT}/usage?groupBy=deployment", h.base))
-        .header("Authorization", admin)
-        .header("Accept", "text/csv")
+        .header("Authorization", authorization)
+        .header("Accept", media_type)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The same numbers as CSV (`Accept: text/csv`) and JSON lines.
+async fn check_csv(h: &Harness, admin: &str, total: Expected) {
+    let response = usage_by_deployment_as(h, admin, "text/csv").await;
     assert_eq!(response.status(), 200);
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
     let csv = response.text().await.unwrap();
@@ -373,13 +378,7 @@ async fn check_csv(h: &Harness, admin: &str, total: Expected) {
     assert_eq!(lines.len(), 2, "{csv}");
 
     // And as JSON lines: one row per line.
-    let response = reqwest::Client::new()
-        .get(format!("{}/v1/tenants/{TENANT}/usage?groupBy=deployment", h.base))
-        .header("Authorization", admin)
-        .header("Accept", "application/x-ndjson")
-        .send()
-        .await
-        .unwrap();
+    let response = usage_by_deployment_as(h, admin, "application/x-ndjson").await;
     assert_eq!(response.headers()["content-type"], "application/x-ndjson");
     let text = response.text().await.unwrap();
     let rows: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();

@@ -82,18 +82,17 @@ impl Operation {
     }
 
     /// A query parameter (never required: every one has a default).
-    pub fn query(mut self, name: &str, description: &str, schema: Value) -> Self {
-        let parameter = json!({"name": name, "in": "query", "description": description, "schema": schema});
-        match self.json["parameters"].as_array_mut() {
-            Some(parameters) => parameters.push(parameter),
-            None => self.json["parameters"] = json!([parameter]),
-        }
-        self.errors(&[400])
+    pub fn query(self, name: &str, description: &str, schema: Value) -> Self {
+        self.parameter("query", name, description, schema).errors(&[400])
     }
 
     /// A request header the operation reads.
-    pub fn header(mut self, name: &str, description: &str, schema: Value) -> Self {
-        let parameter = json!({"name": name, "in": "header", "description": description, "schema": schema});
+    pub fn header(self, name: &str, description: &str, schema: Value) -> Self {
+        self.parameter("header", name, description, schema)
+    }
+
+    fn parameter(mut self, location: &str, name: &str, description: &str, schema: Value) -> Self {
+        let parameter = json!({"name": name, "in": location, "description": description, "schema": schema});
         match self.json["parameters"].as_array_mut() {
             Some(parameters) => parameters.push(parameter),
             None => self.json["parameters"] = json!([parameter]),
@@ -108,16 +107,14 @@ impl Operation {
 
     /// A required body in any of the given media types.
     pub fn body(mut self, description: &str, content: &[(&str, Value)]) -> Self {
-        let content: Map<String, Value> =
-            content.iter().map(|(media, schema)| ((*media).to_owned(), json!({"schema": schema}))).collect();
+        let content = content_map(content);
         self.json["requestBody"] = json!({"description": description, "required": true, "content": content});
         self
     }
 
     /// A success answer with a body in any of the given media types.
     pub fn answer(mut self, status: u16, description: &str, content: &[(&str, Value)]) -> Self {
-        let content: Map<String, Value> =
-            content.iter().map(|(media, schema)| ((*media).to_owned(), json!({"schema": schema}))).collect();
+        let content = content_map(content);
         let mut response = json!({"description": description, "headers": request_id_header()});
         if !content.is_empty() {
             response["content"] = json!(content);
@@ -241,6 +238,11 @@ pub fn error_responses() -> Value {
 }
 
 /// `components.headers`.
+/// An OpenAPI content map: each media type with its schema.
+fn content_map(content: &[(&str, Value)]) -> Map<String, Value> {
+    content.iter().map(|(media, schema)| ((*media).to_owned(), json!({"schema": schema}))).collect()
+}
+
 pub fn headers() -> Value {
     json!({
         "X-Request-Id": {

@@ -206,16 +206,9 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes> {
     }
 }
 
-async fn limit(limiter: &crate::ratelimit::RateLimiter, key: &str, what: &str) -> Result<()> {
-    limit_within(limiter, key, None, what).await
-}
-
-async fn limit_within(
-    limiter: &crate::ratelimit::RateLimiter,
-    key: &str,
-    own: Option<(f64, f64)>,
-    what: &str,
-) -> Result<()> {
+/// Takes one request from `key`'s bucket: its `own` (rate, burst) when it
+/// has one, else the limiter's default; a 429 naming `what` when empty.
+async fn limit(limiter: &crate::ratelimit::RateLimiter, key: &str, own: Option<(f64, f64)>, what: &str) -> Result<()> {
     limiter.acquire_within(key, own).await.map_err(|wait| Error::RateLimited {
         what: what.to_owned(),
         retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
@@ -230,7 +223,7 @@ impl Tenancy {
         if !self.caches.is_synced() {
             return Err(Error::NotReady("ember-api is still loading its caches; retry shortly".into()));
         }
-        limit(&self.limits.per_caller, &who.user, "this caller").await
+        limit(&self.limits.per_caller, &who.user, None, "this caller").await
     }
 
     /// Resolves `tenant` for `who`, who must hold a role there that allows
@@ -246,7 +239,7 @@ impl Tenancy {
         }
         // A Tenant's own `rateLimit` replaces the default per-tenant limit.
         let own = found.spec.rate_limit.map(|l| (f64::from(l.requests_per_second), f64::from(l.burst)));
-        limit_within(&self.limits.per_tenant, tenant, own, &format!("tenant '{tenant}'")).await?;
+        limit(&self.limits.per_tenant, tenant, own, &format!("tenant '{tenant}'")).await?;
         if !roles.iter().any(|role| allows(*role, capability)) {
             return Err(Error::Forbidden(refusal(tenant, &roles, capability)));
         }
