@@ -77,6 +77,15 @@ where
     apply_remembered(Api::all(client.clone()), written, object, live_fingerprint).await
 }
 
+/// Whether `object` is what was last applied and nobody changed it since
+/// (so the live object is the operator's own, as it sent it).
+pub fn is_unchanged_since_applied<K>(written: &Written, object: &K) -> Result<bool>
+where
+    K: Resource<DynamicType = ()> + Serialize,
+{
+    Ok(written.is_current(&ChildKey::of(object), sent_fingerprint(&body(object)?)))
+}
+
 /// Applies `object` through `api` unless `written` shows it would change
 /// nothing, remembering the result under the live fingerprint `live` (a
 /// child whose status matters to its owner brings its own).

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
@@ -11,6 +11,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use crate::config::OperatorConfig;
 use crate::database::{DatabaseServer, PasswordMemo};
 use crate::metrics::Metrics;
+use crate::present::Present;
 use crate::tenant::legacy::LegacyPolicies;
 use crate::tenant::quota_gate::QuotaGate;
 use crate::written::Written;
@@ -25,11 +26,15 @@ pub struct Context {
     /// What the controllers last wrote to each child (skips no-op applies,
     /// and filters the echoes of their own writes out of the watches).
     pub written: Arc<Written>,
+    /// Which of the bindings the operator would leave empty exist.
+    pub present: Arc<Present>,
     /// Tenant passes waiting for their quota to be enforced.
     pub quotas: Arc<QuotaGate>,
     /// NetworkPolicies of earlier versions still to be removed.
     pub legacy_policies: Arc<LegacyPolicies>,
     failures: Arc<Mutex<HashMap<String, u32>>>,
+    /// Admin credentials per database server as last read, and when.
+    admin_credentials: Arc<Mutex<HashMap<String, (Instant, DatabaseServer)>>>,
     /// Admin connection pools per database server, rebuilt when credentials change.
     #[allow(clippy::type_complexity)]
     pools: Arc<Mutex<HashMap<String, (DatabaseServer, sqlx::PgPool, Arc<PasswordMemo>)>>>,
@@ -40,6 +45,13 @@ impl std::fmt::Debug for Context {
         f.debug_struct("Context").field("config", &self.config).finish_non_exhaustive()
     }
 }
+
+/// How long admin credentials read from their Secret are used before being
+/// read again. Every Tenant pass needs them; reading the Secret each time
+/// was one API request per pass (tens per second while thousands of Tenants
+/// are set up or resynced). A rotated admin password is picked up within
+/// this time; until then, new admin connections fail and the pass retries.
+pub const ADMIN_CREDENTIALS_FRESH: Duration = Duration::from_secs(30);
 
 /// Shortest and longest retry delay after a transient failure.
 const BACKOFF_MIN: Duration = Duration::from_secs(2);
@@ -54,11 +66,26 @@ impl Context {
             config,
             metrics,
             written: Default::default(),
+            present: Default::default(),
             quotas: Default::default(),
             legacy_policies: Default::default(),
             failures: Default::default(),
             pools: Default::default(),
+            admin_credentials: Default::default(),
         }
+    }
+
+    /// The admin credentials of database server `name` if read within
+    /// [`ADMIN_CREDENTIALS_FRESH`].
+    pub fn fresh_admin_credentials(&self, name: &str) -> Option<DatabaseServer> {
+        let known = self.admin_credentials.lock().unwrap_or_else(|e| e.into_inner());
+        known.get(name).filter(|(read, _)| read.elapsed() < ADMIN_CREDENTIALS_FRESH).map(|(_, server)| server.clone())
+    }
+
+    /// Remembers the admin credentials just read for `server`.
+    pub fn remember_admin_credentials(&self, server: &DatabaseServer) {
+        let mut known = self.admin_credentials.lock().unwrap_or_else(|e| e.into_inner());
+        known.insert(server.name.clone(), (Instant::now(), server.clone()));
     }
 
     /// Delay before retrying `key` after another failure: doubles each time.

@@ -18,6 +18,8 @@ pub mod health;
 pub mod leader;
 pub mod metrics;
 pub mod model_deployment;
+pub mod present;
 pub mod telemetry;
 pub mod tenant;
+pub mod tenant_namespace;
 pub mod written;

@@ -43,6 +43,11 @@ impl ChildKey {
         (object.meta().namespace.as_deref(), object.meta().name.as_deref()).hash(&mut hasher);
         Self { kind: K::kind(&()), object: hasher.finish() }
     }
+
+    /// Whether this is a child of `kind`.
+    pub fn is_kind(&self, kind: &str) -> bool {
+        self.kind == kind
+    }
 }
 
 #[derive(Clone, Copy, Debug)]

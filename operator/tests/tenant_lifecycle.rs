@@ -99,6 +99,14 @@ async fn create_makes_every_child(admin: &Client, tenants: &Api<Tenant>, pg: &Po
     let owners = Api::<RoleBinding>::namespaced(admin.clone(), "tenant-acme").get("ember-owners").await.unwrap();
     assert_eq!(owners.role_ref.name, "ember-tenant-admin");
     assert_eq!(owners.subjects.unwrap()[0].name, "alice@acme.example");
+    // The one member edits; nobody views, so no viewers' binding is made.
+    let bindings = Api::<RoleBinding>::namespaced(admin.clone(), "tenant-acme");
+    let editors = bindings.get("ember-editors").await.unwrap();
+    assert_eq!(
+        (editors.role_ref.name.as_str(), editors.subjects.unwrap()[0].name.as_str()),
+        ("ember-tenant-edit", "acme-ds")
+    );
+    assert!(bindings.get_opt("ember-viewers").await.unwrap().is_none(), "a binding without subjects was made");
 
     // The credentials Secret works against the real server, and the role lands in its own schema.
     let secret = Api::<Secret>::namespaced(admin.clone(), "tenant-acme").get("ember-database").await.unwrap();
@@ -184,6 +192,19 @@ async fn updates_and_hand_edits_converge(admin: &Client, tenants: &Api<Tenant>) 
     let policy = policies.get("ember-network").await.unwrap();
     let rendered = serde_json::to_string(&policy.spec.unwrap().ingress).unwrap();
     assert!(rendered.contains("monitoring") && !rendered.contains("ingress-nginx"), "extra namespaces: {rendered}");
+
+    // The member removed: the editors' binding that exists is emptied, so
+    // the group loses its access (an empty binding is only never made).
+    tenants.patch("acme", &PatchParams::default(), &Patch::Merge(json!({"spec": {"members": []}}))).await.unwrap();
+    wait_until(
+        &bindings,
+        "ember-editors",
+        "editors' binding emptied",
+        TIMEOUT,
+        |b: &RoleBinding| b.subjects.as_ref().is_none_or(Vec::is_empty),
+        |b| b.subjects,
+    )
+    .await;
 
     // A hand edit of a child is reverted.
     quotas

@@ -129,7 +129,7 @@ async fn main() {
         let before = reconciles_total(health).await;
         let writes_before = cp.audited_writes().len();
         let cpu_before = cpu_seconds_by_process();
-        let (all_ready, mut latencies) = create_tenants(&admin, &format!("b{round}"), n, &serde_json::json!({})).await;
+        let (all_ready, mut latencies) = create_tenants(&admin, &format!("b{round}"), n, &tenant_spec()).await;
         let operator_cpu = cpu_seconds_by_process().since(&cpu_before);
         let reconciles = reconciles_total(health).await - before;
         let writes = writes_by_request(&cp.audited_writes()[writes_before..]);
@@ -210,7 +210,7 @@ async fn main() {
 
     let scale = env_or("EMBER_BENCH_SCALE_TENANTS", 0) as usize;
     if scale > in_place {
-        let (all_ready, mut latencies) = create_tenants(&admin, "s", scale - in_place, &serde_json::json!({})).await;
+        let (all_ready, mut latencies) = create_tenants(&admin, "s", scale - in_place, &tenant_spec()).await;
         println!();
         println!(
             "| Tenants at the end | new in this round | all Ready (s) | p50 create→Ready (s) | p99 create→Ready (s) | operator peak RSS (MiB) | operator RSS at the end (MiB) |"
@@ -262,7 +262,7 @@ async fn next_transaction_id(pg: &Postgres) -> i64 {
 /// returns how long until the operator has put the limit back.
 async fn restore_of_a_hand_edited_quota(client: &Client, tenant: &str) -> Duration {
     let api: Api<ResourceQuota> = Api::namespaced(client.clone(), &ember_crds::names::namespace_for(tenant));
-    let name = ember_operator::tenant::build::child_names::QUOTA;
+    let name = ember_operator::tenant_namespace::child_names::QUOTA;
     let original = api.get(name).await.unwrap();
     let pods = |q: &ResourceQuota| q.spec.as_ref()?.hard.as_ref()?.get("pods").cloned();
     let edit = serde_json::json!({"spec": {"hard": {"pods": "12345"}}});
@@ -372,7 +372,7 @@ async fn one_every_two_seconds(client: &Client, samples: usize) -> Vec<Duration>
     for i in 0..samples {
         ticks.tick().await;
         let (api, created) = (api.clone(), created.clone());
-        tokio::spawn(async move { create_tenant(&api, &created, format!("late-{i}"), &serde_json::json!({})).await });
+        tokio::spawn(async move { create_tenant(&api, &created, format!("late-{i}"), &tenant_spec()).await });
     }
     tokio::time::timeout(Duration::from_secs(600), watch).await.unwrap().unwrap()
 }
@@ -396,7 +396,9 @@ async fn baseline(client: &Client, prefix: &str, n: usize, concurrency: usize) -
                     "stringData": {"password": "p", "url": "postgres://u:p@h:5432/d"},
                 }))
                 .unwrap();
-                let bindings = try_join_all(children.role_bindings.iter().map(|b| apply_namespaced(&client, b)));
+                // Like the operator, no binding without subjects.
+                let needed = children.role_bindings.iter().filter(|b| binds_anybody(&b.subjects));
+                let bindings = try_join_all(needed.map(|b| apply_namespaced(&client, b)));
                 tokio::try_join!(
                     apply_namespaced(&client, &children.quota),
                     apply_namespaced(&client, &children.limit_range),
@@ -405,8 +407,11 @@ async fn baseline(client: &Client, prefix: &str, n: usize, concurrency: usize) -
                     bindings,
                     // The binding's escalation check needs the role to exist.
                     async {
+                        if !binds_anybody(&children.reader_binding.subjects) {
+                            return Ok(None);
+                        }
                         apply_cluster(&client, &children.reader_role).await?;
-                        apply_cluster(&client, &children.reader_binding).await
+                        apply_cluster(&client, &children.reader_binding).await.map(Some)
                     },
                     apply_namespaced(&client, &secret),
                 )
@@ -417,10 +422,22 @@ async fn baseline(client: &Client, prefix: &str, n: usize, concurrency: usize) -
     started.elapsed()
 }
 
-/// What the operator writes for a tenant `name` with an empty spec.
+fn binds_anybody(subjects: &Option<Vec<k8s_openapi::api::rbac::v1::Subject>>) -> bool {
+    subjects.as_ref().is_some_and(|s| !s.is_empty())
+}
+
+/// Every bench tenant's spec: one owner, as a real tenant has (the owners'
+/// RoleBinding and the reader ClusterRole and binding are made), no
+/// members (their bindings would be empty, so neither the operator nor the
+/// baseline makes them), defaults for the rest.
+fn tenant_spec() -> serde_json::Value {
+    serde_json::json!({"owners": [{"kind": "User", "name": "owner@bench.example"}]})
+}
+
+/// What the operator writes for a tenant `name` with [`tenant_spec`].
 fn children_of(name: &str) -> TenantChildren {
     let mut tenant: Tenant = serde_json::from_value(serde_json::json!({
-        "apiVersion": "ember.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": name, "uid": name}, "spec": {}
+        "apiVersion": "ember.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": name, "uid": name}, "spec": tenant_spec()
     }))
     .unwrap();
     tenant.metadata.uid = Some(name.to_owned());

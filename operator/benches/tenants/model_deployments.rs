@@ -25,7 +25,7 @@ use ember_operator::apply::apply_namespaced;
 use ember_operator::config::OperatorConfig;
 use ember_operator::model_deployment::build::{APP_NAME_RUNTIME, ModelChildren, Serving, desired_children};
 use ember_operator::model_deployment::status::{Rollout, rollout};
-use ember_operator::tenant::build::child_names::WORKLOAD_SERVICE_ACCOUNT;
+use ember_operator::tenant_namespace::child_names::WORKLOAD_SERVICE_ACCOUNT;
 use ember_testenv::ControlPlane;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;

@@ -16,7 +16,7 @@ use kube::{Api, Resource, ResourceExt};
 use super::ModelContext;
 use super::build::Serving;
 use crate::error::{Error, Result};
-use crate::tenant::build::{child_names, namespace_belongs_to};
+use crate::tenant_namespace::{belongs_to, child_names};
 
 /// The tenant `md` is served for, or [`Error::NotATenantNamespace`].
 ///
@@ -38,7 +38,7 @@ pub async fn resolve(md: &ModelDeployment, ctx: &ModelContext) -> Result<Serving
         return Ok(Serving { tenant: tenant.name_any(), suspended: tenant.spec.suspended, service_account });
     }
     let ns = Api::<Namespace>::all(ctx.client.clone()).get_opt(&namespace).await?.ok_or_else(refuse)?;
-    if !namespace_belongs_to(&ns, &tenant) {
+    if !belongs_to(&ns, &tenant) {
         return Err(refuse());
     }
     // The Tenant controller makes the workload ServiceAccount; a pod naming

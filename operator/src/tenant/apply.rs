@@ -1,14 +1,16 @@
 //! Applying a Tenant's children: the namespace first, then everything in it
 //! at once; the owners' RoleBindings only once the quota is enforced.
 //! Children nobody changed since the last apply are not sent again
-//! ([`crate::written`]).
+//! ([`crate::written`]), and bindings without subjects are not made, only
+//! emptied where they exist ([`crate::present`]).
 
 use std::time::Duration;
 
 use futures::future::try_join_all;
 use k8s_openapi::api::core::v1::ResourceQuota;
+use k8s_openapi::api::rbac::v1::Subject;
 use kube::api::Api;
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 
 use super::build::TenantChildren;
 use super::quota_gate::QuotaWait;
@@ -38,6 +40,9 @@ pub async fn apply_base_children(ctx: &Context, children: &TenantChildren) -> Re
         policy,
         apply_namespaced_remembered(client, written, &children.service_account),
         async {
+            if !is_needed(&children.reader_binding, &children.reader_binding.subjects, ctx) {
+                return Ok(None);
+            }
             apply_cluster_remembered(client, written, &children.reader_role).await?;
             apply_cluster_remembered(client, written, &children.reader_binding).await
         },
@@ -48,11 +53,18 @@ pub async fn apply_base_children(ctx: &Context, children: &TenantChildren) -> Re
 /// Binds the owners and members: only once the quota is enforced, so users
 /// never get into a namespace whose limits do not hold yet.
 pub async fn apply_role_bindings(ctx: &Context, children: &TenantChildren) -> Result<()> {
-    try_join_all(
-        children.role_bindings.iter().map(|binding| apply_namespaced_remembered(&ctx.client, &ctx.written, binding)),
-    )
-    .await?;
+    let needed = children.role_bindings.iter().filter(|binding| is_needed(*binding, &binding.subjects, ctx));
+    try_join_all(needed.map(|binding| apply_namespaced_remembered(&ctx.client, &ctx.written, binding))).await?;
     Ok(())
+}
+
+/// A binding is applied when it binds somebody, or when it exists (then
+/// emptied: the spec dropped everyone it bound). An empty binding that does
+/// not exist would grant nothing, so it is not made: one to three objects
+/// fewer per tenant, and no ClusterRoleBinding for RBAC to scan on every
+/// request for a tenant with nobody in it.
+fn is_needed<K: Resource<DynamicType = ()>>(binding: &K, subjects: &Option<Vec<Subject>>, ctx: &Context) -> bool {
+    subjects.as_ref().is_some_and(|s| !s.is_empty()) || ctx.present.contains(binding)
 }
 
 /// True once the controller-manager has computed `used` for every resource

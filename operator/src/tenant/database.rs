@@ -50,8 +50,15 @@ fn ownership(tenant: &Tenant) -> Result<Ownership<'_>> {
 }
 
 /// Connection details of a server, with its admin credentials from the
-/// Secret named in the configuration.
+/// Secret named in the configuration (as read within the last
+/// [`crate::context::ADMIN_CREDENTIALS_FRESH`]).
 async fn server_with_credentials(config: &DatabaseServerConfig, ctx: &Context) -> Result<DatabaseServer> {
+    if let Some(server) = ctx
+        .fresh_admin_credentials(&config.name)
+        .filter(|s| (&s.host, s.port, &s.database) == (&config.host, config.port, &config.database))
+    {
+        return Ok(server);
+    }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.config.platform_namespace);
     let secret = secrets.get_opt(&config.admin_secret).await?.ok_or_else(|| {
         Error::Config(format!(
@@ -67,14 +74,16 @@ async fn server_with_credentials(config: &DatabaseServerConfig, ctx: &Context) -
             ))
         })
     };
-    Ok(DatabaseServer {
+    let server = DatabaseServer {
         name: config.name.clone(),
         host: config.host.clone(),
         port: config.port,
         database: config.database.clone(),
         admin_user: field("username")?,
         admin_password: field("password")?,
-    })
+    };
+    ctx.remember_admin_credentials(&server);
+    Ok(server)
 }
 
 /// Makes the tenant's credentials Secret, role and schema exist.

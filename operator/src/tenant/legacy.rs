@@ -19,8 +19,8 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams};
 use kube::{Client, ResourceExt};
 
-use super::build::child_names;
 use crate::error::Result;
+use crate::tenant_namespace::child_names;
 
 /// Legacy policies seen by the watch and not yet deleted, per namespace.
 #[derive(Debug, Default)]

@@ -28,6 +28,7 @@ use serde::de::DeserializeOwned;
 
 use crate::cache::slim;
 use crate::context::Context;
+use crate::present::{PresenceTracker, Present};
 use crate::written::{EventTracker, Written, live_fingerprint};
 use quota_gate::QuotaGate;
 
@@ -63,7 +64,7 @@ pub async fn run(
         .watches_stream(changed_by_others(&client, ours.clone(), w), owning_tenant::<LimitRange>)
         .watches_stream(policy_changes(&client, ours.clone(), w, &ctx.legacy_policies), owning_tenant)
         .watches_stream(changed_by_others(&client, ours.clone(), w), owning_tenant::<ServiceAccount>)
-        .watches_stream(changed_by_others(&client, ours.clone(), w), owning_tenant::<RoleBinding>)
+        .watches_stream(binding_changes(&client, ours.clone(), w, &ctx.present), owning_tenant::<RoleBinding>)
         // By name too: the operator may read no other Secret (its RBAC names
         // this one), so a cluster-wide watch must ask for exactly it.
         .watches_stream(
@@ -71,7 +72,7 @@ pub async fn run(
             owning_tenant::<Secret>,
         )
         .watches_stream(changed_by_others::<ClusterRole>(&client, ours.clone(), w), owning_tenant)
-        .watches_stream(changed_by_others::<ClusterRoleBinding>(&client, ours, w), owning_tenant)
+        .watches_stream(binding_changes::<ClusterRoleBinding>(&client, ours, w, &ctx.present), owning_tenant)
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
@@ -163,6 +164,25 @@ fn policy_changes(
         watcher::Event::Apply(policy) | watcher::Event::InitApply(policy) => legacy.observe(policy, false),
         watcher::Event::Delete(policy) => legacy.observe(policy, true),
         watcher::Event::Init | watcher::Event::InitDone => false,
+    })
+}
+
+/// Binding events that wake a Tenant: changes by others, as for every
+/// child; each also keeps [`Present`] in step, which tells a pass whether a
+/// binding it would leave empty exists.
+fn binding_changes<K>(
+    client: &kube::Client,
+    config: watcher::Config,
+    written: &Arc<Written>,
+    present: &Arc<Present>,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug + Send + 'static,
+{
+    let mut tracker = PresenceTracker::new(present.clone());
+    changed_by_others_or(client, config, written, move |event| {
+        tracker.note(event);
+        false
     })
 }
 

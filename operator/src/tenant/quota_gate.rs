@@ -21,7 +21,7 @@ use kube::ResourceExt;
 use tokio::sync::Notify;
 
 use super::apply::is_enforced;
-use super::build::child_names;
+use crate::tenant_namespace::child_names;
 
 /// Where a tenant namespace's quota gate stands.
 #[derive(Debug)]

@@ -16,11 +16,12 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
-use super::build::{DatabaseEndpoint, Egress, desired_children, namespace_belongs_to};
+use super::build::{DatabaseEndpoint, Egress, TenantChildren, desired_children};
 use super::status::{Observed, Outcome, next_status};
 use super::{apply, database};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::tenant_namespace::belongs_to;
 
 /// Name of this controller in metrics and logs.
 pub const CONTROLLER: &str = "tenant";
@@ -158,7 +159,7 @@ async fn converge_steps(tenant: &Tenant, ctx: &Context, observed: &mut Observed)
     let egress = Egress { database: endpoint.as_ref(), model_stores: &ctx.config.model_stores };
     let children = desired_children(tenant, &ctx.config.platform_namespace, egress).map_err(Step::Namespace)?;
 
-    ensure_namespace_is_ours(tenant, ctx).await.map_err(Step::Namespace)?;
+    ensure_namespace_is_ours(tenant, &children, ctx).await.map_err(Step::Namespace)?;
     apply::apply_namespace(ctx, &children).await.map_err(Step::Namespace)?;
     observed.namespace = Some(namespace_for(&name));
 
@@ -186,11 +187,16 @@ async fn converge_steps(tenant: &Tenant, ctx: &Context, observed: &mut Observed)
     database.map(drop)
 }
 
-/// Refuses to touch a namespace of the tenant's name that is not ours.
-async fn ensure_namespace_is_ours(tenant: &Tenant, ctx: &Context) -> Result<()> {
+/// Refuses to touch a namespace of the tenant's name that is not ours. A
+/// namespace this operator applied and nobody changed since is ours without
+/// a read (its watch would have shown a deletion or an edit).
+async fn ensure_namespace_is_ours(tenant: &Tenant, children: &TenantChildren, ctx: &Context) -> Result<()> {
+    if crate::apply::is_unchanged_since_applied(&ctx.written, &children.namespace)? {
+        return Ok(());
+    }
     let namespace = namespace_for(&tenant.name_any());
     match Api::<Namespace>::all(ctx.client.clone()).get_opt(&namespace).await? {
-        Some(existing) if !namespace_belongs_to(&existing, tenant) => Err(Error::NamespaceConflict { namespace }),
+        Some(existing) if !belongs_to(&existing, tenant) => Err(Error::NamespaceConflict { namespace }),
         _ => Ok(()),
     }
 }

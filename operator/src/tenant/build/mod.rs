@@ -9,7 +9,7 @@
 //! By concern: [`namespace`] (the namespace with its quota and limit
 //! range), [`network`] (the NetworkPolicy), [`rbac`] (who may do what: the
 //! RoleBindings and the Tenant reader role). This module holds what they
-//! share: child names, metadata, and [`desired_children`], which puts them
+//! share: metadata, and [`desired_children`], which puts them
 //! together.
 
 pub mod namespace;
@@ -31,29 +31,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::config::ModelStoreConfig;
 use crate::error::{Error, Result};
-
-/// Names of the objects the operator puts into a tenant namespace.
-pub mod child_names {
-    pub const QUOTA: &str = "ember-quota";
-    pub const LIMIT_RANGE: &str = "ember-defaults";
-    pub const WORKLOAD_SERVICE_ACCOUNT: &str = "ember-workload";
-    pub const NETWORK_POLICY: &str = "ember-network";
-    /// The per-purpose policies of earlier versions, which
-    /// [`NETWORK_POLICY`] replaced; removed where found
-    /// ([`crate::tenant::legacy`]).
-    pub const LEGACY_POLICIES: [&str; 7] = [
-        "ember-default-deny",
-        "ember-allow-same-namespace",
-        "ember-allow-dns",
-        "ember-allow-platform",
-        "ember-allow-extra-namespaces",
-        "ember-allow-database",
-        "ember-allow-model-stores",
-    ];
-    pub const BINDING_OWNERS: &str = "ember-owners";
-    pub const BINDING_EDITORS: &str = "ember-editors";
-    pub const BINDING_VIEWERS: &str = "ember-viewers";
-}
+use crate::tenant_namespace::child_names;
 
 /// Where the tenant's database server is, for the egress policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,18 +97,6 @@ pub fn desired_children(tenant: &Tenant, platform_namespace: &str, egress: Egres
     })
 }
 
-/// Whether an existing namespace was made by the operator for this Tenant.
-/// A namespace with the right name but another owner is a squatter and is
-/// never adopted.
-pub fn namespace_belongs_to(namespace: &Namespace, tenant: &Tenant) -> bool {
-    let labelled = namespace.labels().get(labels::TENANT).is_some_and(|t| *t == tenant.name_any());
-    let owned = namespace
-        .owner_references()
-        .iter()
-        .any(|o| o.controller == Some(true) && Some(&o.uid) == tenant.meta().uid.as_ref());
-    labelled && owned
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -151,18 +117,5 @@ mod tests {
     fn workload_service_account_has_no_token() {
         let sa = desired_children(&tenant(), "p", NO_EGRESS).unwrap().service_account;
         assert_eq!(sa.automount_service_account_token, Some(false));
-    }
-
-    #[test]
-    fn squatted_namespace_does_not_belong() {
-        let squatter = Namespace {
-            metadata: ObjectMeta {
-                name: Some("tenant-acme".into()),
-                labels: Some(BTreeMap::from([("ember.dev/tenant".into(), "acme".into())])),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        assert!(!namespace_belongs_to(&squatter, &tenant()));
     }
 }

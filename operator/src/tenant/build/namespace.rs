@@ -14,7 +14,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 
-use super::{child_names, meta};
+use super::meta;
+use crate::tenant_namespace::child_names;
 
 pub(super) fn namespace(tenant: &str, owner: &OwnerReference) -> Namespace {
     let mut metadata = meta(&namespace_for(tenant), None, tenant, owner);
@@ -69,9 +70,10 @@ pub(super) fn limit_range(tenant: &str, ns: &str, owner: &OwnerReference) -> Lim
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use super::super::desired_children;
     use super::super::fixtures::{NO_EGRESS, tenant};
-    use super::super::{desired_children, namespace_belongs_to};
     use super::*;
+    use crate::tenant_namespace::belongs_to;
 
     #[test]
     fn namespace_is_restricted_labelled_and_owned() {
@@ -84,7 +86,7 @@ mod tests {
         assert_eq!(labels["ember.dev/tenant"], "acme");
         let owner = &ns.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("Tenant", "uid-1", Some(true)));
-        assert!(namespace_belongs_to(ns, &tenant()));
+        assert!(belongs_to(ns, &tenant()));
     }
 
     #[test]

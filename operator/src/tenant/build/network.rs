@@ -12,7 +12,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelecto
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use super::{Egress, child_names, meta};
+use super::{Egress, meta};
+use crate::tenant_namespace::child_names;
 
 fn namespace_selector(names: &[&str]) -> LabelSelector {
     LabelSelector {

@@ -9,7 +9,8 @@ use k8s_openapi::api::rbac::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 
-use super::{child_names, meta};
+use super::meta;
+use crate::tenant_namespace::child_names;
 
 /// Aggregated ClusterRoles shipped in `config/rbac/tenant-roles.yaml`.
 pub mod tenant_cluster_roles {
