@@ -6,10 +6,14 @@
 use std::path::Path;
 use std::time::Duration;
 
+use ember_crds::labels::TENANT_FINALIZER;
+use ember_crds::tenant::Tenant;
 use ember_testenv::{poll, shared_control_plane};
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::Api;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde::Deserialize;
+use serde_json::json;
 
 #[tokio::test]
 async fn config_default_installs_and_its_deployments_become_available() {
@@ -36,7 +40,7 @@ async fn config_default_installs_and_its_deployments_become_available() {
     let second = apply();
     assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
 
-    let deployments: Api<Deployment> = Api::namespaced(client, "ember-system");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "ember-system");
     for name in ["ember-operator", "ember-api"] {
         poll::until_async(&format!("{name} Available"), Duration::from_secs(90), async || {
             let d = deployments.get(name).await.map_err(|e| ember_testenv::Error::Kube(e.to_string()))?;
@@ -51,6 +55,27 @@ async fn config_default_installs_and_its_deployments_become_available() {
         .await
         .unwrap();
     }
+    a_new_tenant_carries_the_cleanup_finalizer_from_its_create(&client).await;
+}
+
+/// `config/policy/tenant-finalizer.yaml`: the API server's answer to a
+/// Tenant's create already holds the operator's cleanup finalizer, so the
+/// operator has no finalizer write to make (no operator process runs here:
+/// the Deployment's pods are on kwok nodes).
+async fn a_new_tenant_carries_the_cleanup_finalizer_from_its_create(client: &kube::Client) {
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    let tenant: Tenant = serde_json::from_value(json!({
+        "apiVersion": "ember.dev/v1alpha1", "kind": "Tenant",
+        "metadata": {"name": "finalized-at-birth", "finalizers": ["example.com/keep"]},
+        "spec": {"owners": [{"kind": "User", "name": "alice"}]},
+    }))
+    .unwrap();
+    let created = tenants.create(&PostParams::default(), &tenant).await.unwrap();
+    assert_eq!(created.finalizers(), ["example.com/keep", TENANT_FINALIZER], "the user's own finalizer is kept");
+    // Released by hand, as no operator runs to clean up.
+    let release = json!({"metadata": {"finalizers": null}});
+    tenants.patch("finalized-at-birth", &PatchParams::default(), &Patch::Merge(&release)).await.unwrap();
+    tenants.delete("finalized-at-birth", &DeleteParams::default()).await.unwrap();
 }
 
 /// Every right the operator's ClusterRole grants, one `group/resource verb [names]` line each.

@@ -77,6 +77,14 @@ async fn main() {
     };
     kubectl(&["create", "namespace", "ember-system"]);
     kubectl(&["apply", "--server-side", "-k", concat!(env!("CARGO_MANIFEST_DIR"), "/../config/rbac")]);
+    // As installed in production (`config/policy`): Tenants carry the
+    // cleanup finalizer from their create, so the operator does not write it.
+    kubectl(&[
+        "apply",
+        "--server-side",
+        "-f",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../config/policy/tenant-finalizer.yaml"),
+    ]);
     let secret: Secret = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pg-admin", "namespace": "ember-system"},
         "stringData": {"username": "postgres", "password": pg.password()}

@@ -68,9 +68,11 @@ async fn reconcile_lifecycle(tenant: Arc<Tenant>, ctx: &Context) -> Result<Actio
     if !has_finalizer {
         let mut finalizers = tenant.finalizers().to_vec();
         finalizers.push(TENANT_FINALIZER.to_owned());
-        // Then on in the same pass: the watch ignores this change (only the
-        // generation and the adoption annotation wake a Tenant), so a new
-        // Tenant is converged by one pass.
+        // Only where `config/policy/tenant-finalizer.yaml` is not installed:
+        // that admission policy adds the finalizer at create. Then on in the
+        // same pass: the watch ignores this change (only the generation and
+        // the adoption annotation wake a Tenant), so a new Tenant is
+        // converged by one pass.
         set_finalizers(ctx, &tenant, finalizers).await?;
     }
     converge(&tenant, ctx).await
