@@ -15,11 +15,17 @@
 use rayon::prelude::*;
 
 use super::host_gemm::{MatMut, MatRef, Threads, matmul};
+use super::panel_gemm::PanelWeights;
 use crate::weights::HostTensor;
 
 /// Below this many multiply-adds a product runs on the calling thread: for
 /// a single short sentence, waking the pool costs more than it saves.
 const PARALLEL_MIN_MACS: usize = 1 << 20;
+
+/// Up to this many rows a product streams the packed panels
+/// ([`PanelWeights`]); above it `gemm` reuses each weight enough times per
+/// read to run near the cores' peak on its own.
+const PANEL_MAX_ROWS: usize = 128;
 
 /// `y = x · W + b` for row-major `x: [rows, inputs]`.
 #[derive(Debug)]
@@ -29,6 +35,8 @@ pub struct HostLinear {
     bias: Vec<f32>,
     inputs: usize,
     outputs: usize,
+    /// The same weights packed for small batches, on CPUs with the kernel.
+    panels: Option<PanelWeights>,
 }
 
 /// What is folded into the product's output.
@@ -48,7 +56,8 @@ impl HostLinear {
         let (inputs, outputs) = (weight.shape[0], weight.shape[1]);
         assert_eq!(weight.values.len(), inputs * outputs, "weight shape and values disagree");
         assert_eq!(bias.values.len(), outputs, "bias length must equal the output width");
-        Self { weight: weight.values, bias: bias.values, inputs, outputs }
+        let panels = PanelWeights::for_this_cpu(&weight.values, inputs, outputs);
+        Self { weight: weight.values, bias: bias.values, inputs, outputs, panels }
     }
 
     /// Applies the layer to `x` (`rows × inputs` values, row-major).
@@ -79,7 +88,12 @@ impl HostLinear {
     /// `out += x · W`, all row-major.
     fn accumulate_product(&self, x: &[f32], rows: usize, out: &mut [f32]) {
         let (k, n) = (self.inputs, self.outputs);
-        let threads = if rows * k * n >= PARALLEL_MIN_MACS { Threads::Pool } else { Threads::One };
+        let parallel = rows * k * n >= PARALLEL_MIN_MACS;
+        if let Some(panels) = self.panels.as_ref().filter(|_| rows <= PANEL_MAX_ROWS) {
+            panels.accumulate(x, out, parallel);
+            return;
+        }
+        let threads = if parallel { Threads::Pool } else { Threads::One };
         matmul(
             MatMut::row_major(out, rows, n),
             MatRef::row_major(x, rows, k),
@@ -167,8 +181,9 @@ mod tests {
 
     #[test]
     fn every_epilogue_matches_the_naive_product() {
-        // Small (single-threaded) and large (pool) products, odd sizes.
-        for (rows, inputs, outputs) in [(3, 5, 7), (67, 129, 131)] {
+        // Small (single-threaded) and large (pool) products, odd sizes; on an
+        // AVX-512 CPU the first two take the packed panels, the last `gemm`.
+        for (rows, inputs, outputs) in [(3, 5, 7), (20, 129, 131), (67, 129, 131)] {
             let layer = layer(inputs, outputs);
             let x: Vec<f32> = (0..rows * inputs).map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.1).collect();
             let expected = naive(&layer, &x);

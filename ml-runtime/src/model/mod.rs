@@ -15,6 +15,7 @@ mod host_norm;
 mod lanes;
 pub mod mlp;
 pub mod packing;
+mod panel_gemm;
 
 use std::path::Path;
 
