@@ -46,11 +46,12 @@ async fn tenant_lifecycle() {
     let admin = admin_client().await;
     let mut pg = tokio::task::spawn_blocking(|| Postgres::start().unwrap()).await.unwrap();
     let server = database_server(&admin, "pg-main", &pg).await;
-    let operator = RunningOperator::start(vec![server]).await;
+    let operator = RunningOperator::start(vec![server.clone()]).await;
     let tenants: Api<Tenant> = Api::all(admin.clone());
 
     create_makes_every_child(&admin, &tenants, &pg).await;
     updates_and_hand_edits_converge(&admin, &tenants).await;
+    let operator = members_removed_while_it_was_down_lose_access(&admin, &tenants, operator, server).await;
     squatted_namespace_is_never_adopted(&admin, &tenants).await;
     database_outage_degrades_and_heals(&admin, &tenants, &mut pg).await;
     deletion_follows_the_policy(&admin, &tenants, &pg).await;
@@ -255,6 +256,32 @@ async fn updates_and_hand_edits_converge(admin: &Client, tenants: &Api<Tenant>) 
 }
 
 /// Waits until the tenant quota's `requests.cpu` is `cpu`.
+/// A viewer removed from the spec while no operator runs loses access once
+/// one runs again: the new operator knows nothing yet (no memory of its
+/// writes, no bindings listed), and an empty binding is one it does not make
+/// — but one that exists it finds through its watch and empties.
+async fn members_removed_while_it_was_down_lose_access(
+    admin: &Client,
+    tenants: &Api<Tenant>,
+    operator: RunningOperator,
+    server: ember_operator::config::DatabaseServerConfig,
+) -> RunningOperator {
+    let viewers = Api::<RoleBinding>::namespaced(admin.clone(), "tenant-acme");
+    let carol = json!({"spec": {"members": [{"kind": "User", "name": "carol@acme.example", "role": "view"}]}});
+    tenants.patch("acme", &PatchParams::default(), &Patch::Merge(carol)).await.unwrap();
+    let bound = |b: &RoleBinding| b.subjects.iter().flatten().any(|s| s.name == "carol@acme.example");
+    wait_until(&viewers, "ember-viewers", "carol bound as a viewer", TIMEOUT, bound, |b| b.subjects).await;
+
+    operator.stop().await;
+    tenants.patch("acme", &PatchParams::default(), &Patch::Merge(json!({"spec": {"members": []}}))).await.unwrap();
+    let operator = RunningOperator::start(vec![server]).await;
+    let emptied = |b: &RoleBinding| b.subjects.as_ref().is_none_or(Vec::is_empty);
+    wait_until(&viewers, "ember-viewers", "viewers' binding emptied after a restart", TIMEOUT, emptied, |b| b.subjects)
+        .await;
+    wait_for_tenant(admin, "acme", "acme Ready after the restart", is_ready).await;
+    operator
+}
+
 async fn wait_for_quota_cpu(quotas: &Api<ResourceQuota>, cpu: &str, what: &str) {
     poll::until_async(what, TIMEOUT, async || {
         let q = quotas.get("ember-quota").await.map_err(|e| ember_testenv::Error::Kube(e.to_string()))?;
