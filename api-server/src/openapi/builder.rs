@@ -237,12 +237,12 @@ pub fn error_responses() -> Value {
     Value::Object(responses)
 }
 
-/// `components.headers`.
 /// An OpenAPI content map: each media type with its schema.
 fn content_map(content: &[(&str, Value)]) -> Map<String, Value> {
     content.iter().map(|(media, schema)| ((*media).to_owned(), json!({"schema": schema}))).collect()
 }
 
+/// `components.headers`.
 pub fn headers() -> Value {
     json!({
         "X-Request-Id": {

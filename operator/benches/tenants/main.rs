@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 use ember_crds::conditions::is_ready_at;
 use ember_crds::tenant::Tenant;
 use ember_operator::apply::{apply_cluster, apply_namespaced};
+use ember_operator::tenant::build::rbac::binds_anybody;
 use ember_operator::tenant::build::{DatabaseEndpoint, Egress, TenantChildren, desired_children};
 use ember_testenv::{ControlPlane, Postgres, free_port, install_crds};
 use futures::future::try_join_all;
@@ -428,10 +429,6 @@ async fn baseline(client: &Client, prefix: &str, n: usize, concurrency: usize) -
         })
         .await;
     started.elapsed()
-}
-
-fn binds_anybody(subjects: &Option<Vec<k8s_openapi::api::rbac::v1::Subject>>) -> bool {
-    subjects.as_ref().is_some_and(|s| !s.is_empty())
 }
 
 /// Every bench tenant's spec: one owner, as a real tenant has (the owners'

@@ -13,6 +13,7 @@ use kube::api::Api;
 use kube::{Client, Resource, ResourceExt};
 
 use super::build::TenantChildren;
+use super::build::rbac::binds_anybody;
 use super::quota_gate::QuotaWait;
 use crate::apply::{apply_cluster_remembered, apply_namespaced_remembered};
 use crate::context::Context;
@@ -64,7 +65,7 @@ pub async fn apply_role_bindings(ctx: &Context, children: &TenantChildren) -> Re
 /// fewer per tenant, and no ClusterRoleBinding for RBAC to scan on every
 /// request for a tenant with nobody in it.
 fn is_needed<K: Resource<DynamicType = ()>>(binding: &K, subjects: &Option<Vec<Subject>>, ctx: &Context) -> bool {
-    subjects.as_ref().is_some_and(|s| !s.is_empty()) || ctx.present.contains(binding)
+    binds_anybody(subjects) || ctx.present.contains(binding)
 }
 
 /// True once the controller-manager has computed `used` for every resource

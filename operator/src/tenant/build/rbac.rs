@@ -25,6 +25,11 @@ pub fn tenant_reader_name(tenant: &str) -> String {
     format!("ember-tenant-{tenant}-reader")
 }
 
+/// Whether a binding with these subjects grants anybody anything.
+pub fn binds_anybody(subjects: &Option<Vec<RbacSubject>>) -> bool {
+    subjects.as_ref().is_some_and(|s| !s.is_empty())
+}
+
 fn rbac_subject(kind: SubjectKind, name: &str) -> RbacSubject {
     RbacSubject {
         api_group: Some("rbac.authorization.k8s.io".into()),
