@@ -12,7 +12,9 @@ use axum::body::Bytes;
 
 use ember_crds::model_deployment::ModelDeployment;
 use ember_crds::tenant::Tenant;
+use ember_crds::undecodable::understood;
 use futures::StreamExt;
+use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
@@ -31,9 +33,12 @@ impl Caches {
     pub fn start(client: Client) -> Self {
         let (tenants, tenant_writer) = reflector::store();
         let (deployments, deployment_writer) = reflector::store();
-        let tenant_events = reflector(tenant_writer, watcher(Api::<Tenant>::all(client.clone()), Default::default()));
-        let deployment_events =
-            reflector(deployment_writer, watcher(Api::<ModelDeployment>::all(client), Default::default()));
+        // An object this version cannot decode is left out of the cache
+        // rather than stopping the watch (see `ember_crds::undecodable`).
+        let tenant_watch = watcher(Api::<DeserializeGuard<Tenant>>::all(client.clone()), Default::default());
+        let tenant_events = reflector(tenant_writer, understood(tenant_watch, tenants.clone()));
+        let deployment_watch = watcher(Api::<DeserializeGuard<ModelDeployment>>::all(client), Default::default());
+        let deployment_events = reflector(deployment_writer, understood(deployment_watch, deployments.clone()));
         let lists = Arc::new(ListBodies::default());
         tokio::spawn(drain("tenants", tenant_events.default_backoff(), |_| {}));
         let stale = lists.clone();

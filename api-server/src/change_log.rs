@@ -27,6 +27,7 @@ use futures::StreamExt;
 use std::collections::HashMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::core::DeserializeGuard;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 
@@ -34,37 +35,39 @@ use crate::audit::{AuditLog, Observed};
 
 /// Starts following both kinds for as long as the process runs.
 pub fn spawn(client: Client, audit: AuditLog) {
-    tokio::spawn(follow(Api::<Tenant>::all(client.clone()), "tenant", audit.clone()));
-    tokio::spawn(follow(Api::<ModelDeployment>::all(client), "deployment", audit));
+    tokio::spawn(follow(Api::<DeserializeGuard<Tenant>>::all(client.clone()), "tenant", audit.clone()));
+    tokio::spawn(follow(Api::<DeserializeGuard<ModelDeployment>>::all(client), "deployment", audit));
 }
 
-/// The kinds followed: how an object names its tenant and itself.
-trait Followed: Resource + Clone + std::fmt::Debug + Send + 'static {
-    fn tenant(&self) -> Option<String>;
-    fn target(&self) -> String;
+/// The kinds followed: how an object names its tenant and itself, from its
+/// metadata alone — so a change to an object this version cannot decode
+/// (a newer release's fields) is recorded too, and stops no other.
+trait Followed: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + 'static {
+    fn tenant(meta: &ObjectMeta) -> Option<String>;
+    fn target(meta: &ObjectMeta) -> String;
 }
 
 impl Followed for Tenant {
-    fn tenant(&self) -> Option<String> {
-        self.metadata.name.clone()
+    fn tenant(meta: &ObjectMeta) -> Option<String> {
+        meta.name.clone()
     }
-    fn target(&self) -> String {
-        format!("tenant:{}", self.metadata.name.as_deref().unwrap_or_default())
+    fn target(meta: &ObjectMeta) -> String {
+        format!("tenant:{}", meta.name.as_deref().unwrap_or_default())
     }
 }
 
 impl Followed for ModelDeployment {
-    fn tenant(&self) -> Option<String> {
-        self.metadata.namespace.as_deref().and_then(names::tenant_for_namespace).map(str::to_owned)
+    fn tenant(meta: &ObjectMeta) -> Option<String> {
+        meta.namespace.as_deref().and_then(names::tenant_for_namespace).map(str::to_owned)
     }
-    fn target(&self) -> String {
-        format!("modeldeployment:{}", self.metadata.name.as_deref().unwrap_or_default())
+    fn target(meta: &ObjectMeta) -> String {
+        format!("modeldeployment:{}", meta.name.as_deref().unwrap_or_default())
     }
 }
 
-async fn follow<K>(api: Api<K>, kind: &'static str, audit: AuditLog)
+async fn follow<K>(api: Api<DeserializeGuard<K>>, kind: &'static str, audit: AuditLog)
 where
-    K: Followed + Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+    K: Followed + serde::de::DeserializeOwned,
 {
     let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
     let mut writers = Writers::default();
@@ -79,7 +82,7 @@ where
             }
         };
         let actor = writers.actor(object.meta(), deleted);
-        let Some(change) = observed(&object, kind, deleted, actor) else { continue };
+        let Some(change) = observed::<K>(object.meta(), kind, deleted, actor) else { continue };
         record_until_stored(&audit, &change).await;
     }
 }
@@ -97,8 +100,12 @@ async fn record_until_stored(audit: &AuditLog, change: &Observed) {
 
 /// What an event says happened, or nothing for ember-api's own writes and
 /// for events that change no generation.
-fn observed<K: Followed>(object: &K, kind: &'static str, deleted: bool, writer: Option<String>) -> Option<Observed> {
-    let meta = object.meta();
+fn observed<K: Followed>(
+    meta: &ObjectMeta,
+    kind: &'static str,
+    deleted: bool,
+    writer: Option<String>,
+) -> Option<Observed> {
     let generation = meta.generation?;
     let uid = meta.uid.clone()?;
     let deleting = deleted || meta.deletion_timestamp.is_some();
@@ -112,7 +119,7 @@ fn observed<K: Followed>(object: &K, kind: &'static str, deleted: bool, writer: 
         let verb = if generation == 1 { "create" } else { "update" };
         (format!("{kind}.{verb}"), actor)
     };
-    Some(Observed { tenant: object.tenant(), actor, action, target: object.target(), uid, generation })
+    Some(Observed { tenant: K::tenant(meta), actor, action, target: K::target(meta), uid, generation })
 }
 
 /// Each followed object's spec writers as last seen: manager and time.
@@ -186,7 +193,8 @@ mod tests {
             2,
         );
         let actor = writers.actor(&argo.metadata, false);
-        let change = observed(&argo, "tenant", false, actor).unwrap_or_else(|| panic!("not observed"));
+        let change =
+            observed::<Tenant>(&argo.metadata, "tenant", false, actor).unwrap_or_else(|| panic!("not observed"));
         assert_eq!(
             (change.actor.as_str(), change.action.as_str(), change.generation),
             ("argocd-controller", "tenant.update", 2)
@@ -206,9 +214,9 @@ mod tests {
             4,
         );
         let actor = writers.actor(&ours.metadata, false);
-        assert!(observed(&ours, "tenant", false, actor).is_none());
-        let gone =
-            observed(&ours, "tenant", true, writers.actor(&ours.metadata, true)).unwrap_or_else(|| panic!("deletion"));
+        assert!(observed::<Tenant>(&ours.metadata, "tenant", false, actor).is_none());
+        let gone = observed::<Tenant>(&ours.metadata, "tenant", true, writers.actor(&ours.metadata, true))
+            .unwrap_or_else(|| panic!("deletion"));
         assert_eq!((gone.actor.as_str(), gone.action.as_str()), ("unknown", "tenant.delete"));
         assert!(writers.seen.is_empty(), "a deleted object is forgotten");
     }

@@ -85,7 +85,7 @@ async fn model_deployment_lifecycle() {
     let admin = admin_client().await;
     let pg = tokio::task::spawn_blocking(|| Postgres::start().unwrap()).await.unwrap();
     let server = database_server(&admin, "pg-models", &pg).await;
-    let operator = RunningOperator::start(vec![server]).await;
+    let operator = RunningOperator::start(vec![server.clone()]).await;
 
     let tenant: Tenant = serde_json::from_value(json!({
         "apiVersion": "ember.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": TENANT},
@@ -102,7 +102,13 @@ async fn model_deployment_lifecycle() {
     suspended_tenant_scales_to_zero_and_back(&admin, &mds).await;
     refuses_namespaces_that_are_not_a_tenants(&admin).await;
     deletion_collects_every_child(&admin, &mds).await;
+    operator.stop().await;
 
+    // A model written for a newer release is in place when an operator
+    // starts: its first list of ModelDeployments includes it.
+    ember_testenv::create_model_of_unknown_architecture(&admin, NAMESPACE, "future", "llama").await.unwrap();
+    let operator = RunningOperator::start(vec![server]).await;
+    a_model_this_version_cannot_read_stops_no_other(&admin, &mds).await;
     operator.stop().await;
 }
 
@@ -299,4 +305,26 @@ async fn deletion_collects_every_child(admin: &Client, mds: &Api<ModelDeployment
     wait_gone(&Api::<PodDisruptionBudget>::namespaced(admin.clone(), NAMESPACE), "minilm", "budget collected").await;
     wait_gone(&Api::<HorizontalPodAutoscaler>::namespaced(admin.clone(), NAMESPACE), "minilm", "autoscaler collected")
         .await;
+}
+
+/// A ModelDeployment written for a newer release (an architecture this
+/// operator does not know, "future") is left alone; every other model still
+/// converges. A plain watch would fail its every list on that one object,
+/// and the controller would never start.
+async fn a_model_this_version_cannot_read_stops_no_other(admin: &Client, mds: &Api<ModelDeployment>) {
+    mds.create(&PostParams::default(), &minilm(NAMESPACE, "after", (1, 1))).await.unwrap();
+    wait_for_md(mds, "after", "a model created after the unreadable one Ready", md_ready).await;
+    let deployments = Api::<Deployment>::namespaced(admin.clone(), NAMESPACE);
+    assert!(deployments.get_opt("future").await.unwrap().is_none(), "the unreadable model was acted on");
+
+    // Its deletion is seen too: the namespace's models are all collectable.
+    let raw = Api::<kube::api::DynamicObject>::namespaced_with(
+        admin.clone(),
+        NAMESPACE,
+        &kube::api::ApiResource::erase::<ModelDeployment>(&()),
+    );
+    raw.delete("future", &DeleteParams::default()).await.unwrap();
+    mds.delete("after", &DeleteParams::default()).await.unwrap();
+    wait_gone(mds, "after", "after deleted").await;
+    wait_gone(&raw, "future", "future deleted").await;
 }

@@ -28,7 +28,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 pub use control_plane::{AuditedWrite, CPU_NODES, ControlPlane, GPU_NODE, Nodes, binaries_dir, client_for, free_port};
-pub use crds::install_crds;
+pub use crds::{create_model_of_unknown_architecture, install_crds};
 pub use model_store::ModelStore;
 pub use node::RealNode;
 pub use postgres::{Postgres, SUPERUSER};

@@ -46,11 +46,13 @@ use ember_crds::labels;
 use ember_crds::model_deployment::ModelDeployment;
 use ember_crds::names::namespace_for;
 use ember_crds::tenant::Tenant;
+use ember_crds::undecodable::understood;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -102,7 +104,13 @@ pub async fn run(
     let (cache, cache_writer) = reflector::store();
     let model_deployments = reflector::reflector(
         cache_writer,
-        watcher(Api::<ModelDeployment>::all(client.clone()), watcher::Config::default()).modify(slim),
+        // One ModelDeployment this version cannot decode (a newer release's
+        // architecture, say) must not stop every other tenant's models.
+        understood(
+            watcher(Api::<DeserializeGuard<ModelDeployment>>::all(client.clone()), watcher::Config::default()),
+            cache.clone(),
+        )
+        .modify(slim),
     )
     .default_backoff()
     .applied_objects()
@@ -118,7 +126,8 @@ pub async fn run(
     // not the Tenant controller's every status write.
     let tenant_events = reflector::reflector(
         tenant_writer,
-        watcher(Api::<Tenant>::all(client.clone()), Default::default()).modify(slim),
+        understood(watcher(Api::<DeserializeGuard<Tenant>>::all(client.clone()), Default::default()), tenants.clone())
+            .modify(slim),
     )
     .default_backoff()
     .applied_objects()

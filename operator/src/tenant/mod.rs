@@ -15,10 +15,12 @@ use std::sync::Arc;
 use ember_crds::labels;
 use ember_crds::names::DATABASE_SECRET_NAME;
 use ember_crds::tenant::Tenant;
+use ember_crds::undecodable::understood;
 use futures::{Stream, StreamExt, TryStreamExt, future};
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -54,8 +56,15 @@ pub async fn run(
     let written = ctx.written.clone();
     let w = &written;
     let (store, writer) = reflector::store();
-    let tenant_watch = watcher(Api::<Tenant>::all(client.clone()), watcher::Config::default()).modify(slim);
+    // A Tenant this version cannot decode is left out, not allowed to stop
+    // the watch for every other Tenant (see `ember_crds::undecodable`).
+    let tenant_watch = understood(
+        watcher(Api::<DeserializeGuard<Tenant>>::all(client.clone()), watcher::Config::default()),
+        store.clone(),
+    )
+    .modify(slim);
     let tenants = reflector::reflector(writer, tenant_watch)
+        .default_backoff()
         .applied_objects()
         .predicate_filter(tenant_change, Default::default());
     Controller::for_stream(tenants, store)
