@@ -27,7 +27,9 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-pub use control_plane::{AuditedWrite, CPU_NODES, ControlPlane, GPU_NODE, Nodes, binaries_dir, client_for, free_port};
+pub use control_plane::{
+    AuditedWrite, CPU_NODES, ControlPlane, GPU_NODE, Nodes, PROFILING_ENV, binaries_dir, client_for, free_port,
+};
 pub use crds::{create_model_of_unknown_architecture, install_crds};
 pub use model_store::ModelStore;
 pub use node::RealNode;

@@ -6,7 +6,11 @@
 //! same manifests per tenant (the operator's own builder, plus the
 //! credentials Secret) server-side applied as the operator's ServiceAccount,
 //! namespace first and the rest at once, at several concurrencies (the best
-//! is reported). For the last round it also prints where the CPU time went
+//! is reported). The baselines run before the operator's round, and each
+//! removes its ClusterRoles and ClusterRoleBindings afterwards, so every
+//! measurement starts with the same cluster-scoped RBAC in place (the API
+//! server's authorizer scans all ClusterRoleBindings per request; left in
+//! place, they slowed each later measurement). For the last round it also prints where the CPU time went
 //! (seconds per process kind, the operator's round beside the best
 //! baseline), since the control plane, PostgreSQL and the operator share the
 //! machine's cores.
@@ -27,6 +31,11 @@
 //!
 //! `cargo bench --workspace --bench tenants -- 100 1000` (the operator runs
 //! with `--concurrency 16`; `EMBER_BENCH_OPERATOR_CONCURRENCY` changes it)
+//!
+//! Where the API server's CPU goes: with `EMBER_CP_PROFILING=1
+//! EMBER_BENCH_PROFILE_DIR=dir`, the last round also writes CPU profiles of
+//! the API server (`go tool pprof -top dir/…`), 20 s from inside the
+//! operator's round and 15 s from inside each baseline.
 #![allow(clippy::unwrap_used)]
 
 mod model_deployments;
@@ -45,6 +54,7 @@ use futures::future::try_join_all;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ResourceQuota;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::Config;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -134,22 +144,44 @@ async fn main() {
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut cpu_of_last_round = None;
+    let profile_dir = std::env::var_os("EMBER_BENCH_PROFILE_DIR").map(std::path::PathBuf::from);
+    assert!(
+        profile_dir.is_none() || std::env::var_os(ember_testenv::PROFILING_ENV).is_some(),
+        "EMBER_BENCH_PROFILE_DIR needs {}=1 (the API server's profiling endpoint)",
+        ember_testenv::PROFILING_ENV
+    );
     for (round, n) in sizes.iter().copied().enumerate() {
-        let before = reconciles_total(health).await;
-        let writes_before = cp.audited_writes().len();
-        let cpu_before = cpu_seconds_by_process();
-        let (all_ready, mut latencies) = create_tenants(&admin, &format!("b{round}"), n, &tenant_spec()).await;
-        let operator_cpu = cpu_seconds_by_process().since(&cpu_before);
-        let reconciles = reconciles_total(health).await - before;
-        let writes = writes_by_request(&cp.audited_writes()[writes_before..]);
+        let profile = |name: String, seconds: u64| {
+            let dir = profile_dir.as_ref().filter(|_| round + 1 == sizes.len());
+            dir.map(|dir| tokio::spawn(profile_apiserver(cp.kubeconfig().to_owned(), dir.join(name), seconds)))
+        };
+        // The baselines first, each followed by the removal of its cluster-
+        // scoped objects: the API server scans every ClusterRoleBinding on
+        // every request it authorizes, so the operator's round and each
+        // baseline must start with the same number in place (the earlier
+        // rounds' Tenants) and add N each — measured after the operator,
+        // a baseline would also carry the operator's N.
         let mut best = (Duration::MAX, 0, CpuSeconds::default());
         for concurrency in BASELINE_CONCURRENCY {
+            let prefix = format!("raw{round}c{concurrency}");
             let cpu_before = cpu_seconds_by_process();
-            let took = baseline(&as_operator, &format!("raw{round}c{concurrency}"), n, concurrency).await;
+            let profiling = profile(format!("apiserver-baseline-{n}-c{concurrency}.pprof"), 15);
+            let took = baseline(&as_operator, &prefix, n, concurrency).await;
             if took < best.0 {
                 best = (took, concurrency, cpu_seconds_by_process().since(&cpu_before));
             }
+            finish_profile(profiling).await;
+            remove_cluster_scoped(&admin, &prefix, n).await;
         }
+        let before = reconciles_total(health).await;
+        let writes_before = cp.audited_writes().len();
+        let cpu_before = cpu_seconds_by_process();
+        let profiling = profile(format!("apiserver-operator-{n}.pprof"), 20);
+        let (all_ready, mut latencies) = create_tenants(&admin, &format!("b{round}"), n, &tenant_spec()).await;
+        let operator_cpu = cpu_seconds_by_process().since(&cpu_before);
+        finish_profile(profiling).await;
+        let reconciles = reconciles_total(health).await - before;
+        let writes = writes_by_request(&cp.audited_writes()[writes_before..]);
         println!(
             "| {n} | {:.1} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1} (at {}) | {:.2} |",
             all_ready.as_secs_f64(),
@@ -242,6 +274,31 @@ async fn main() {
     }
     let _ = operator.kill();
     let _ = operator.wait();
+}
+
+/// Writes a CPU profile of the API server to `path`: `seconds` long,
+/// starting a few seconds in, so that it samples the round's steady state.
+async fn profile_apiserver(kubeconfig: std::path::PathBuf, path: std::path::PathBuf, seconds: u64) {
+    tokio::time::sleep(Duration::from_secs(3)).await; // skips the round's ramp-up; not a synchronisation
+    let url = format!("/debug/pprof/profile?seconds={seconds}");
+    let out = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["get", "--raw", &url])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "profiling the API server: {}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(&path, out.stdout).unwrap();
+    eprintln!("API server profile: {}", path.display());
+}
+
+/// Waits for a profile the round started, if any (a round shorter than the
+/// profile still gets all of itself sampled, plus idle time).
+async fn finish_profile(profiling: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(task) = profiling {
+        task.await.unwrap();
+    }
 }
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -429,6 +486,32 @@ async fn baseline(client: &Client, prefix: &str, n: usize, concurrency: usize) -
         })
         .await;
     started.elapsed()
+}
+
+/// Deletes the ClusterRoles and ClusterRoleBindings [`baseline`] made
+/// under `prefix` (neither has finalizers: gone once the DELETE returns).
+async fn remove_cluster_scoped(client: &Client, prefix: &str, n: usize) {
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+    futures::stream::iter(0..n)
+        .for_each_concurrent(32, |i| {
+            let (roles, bindings) = (&roles, &bindings);
+            async move {
+                let children = children_of(&format!("{prefix}-{i}"));
+                let removed = [
+                    bindings.delete(&children.reader_binding.name_any(), &Default::default()).await.map(|_| ()),
+                    roles.delete(&children.reader_role.name_any(), &Default::default()).await.map(|_| ()),
+                ];
+                for result in removed {
+                    match result {
+                        Ok(()) => {}
+                        Err(kube::Error::Api(status)) if status.code == 404 => {}
+                        Err(e) => panic!("removing {prefix}-{i}'s cluster-scoped objects: {e}"),
+                    }
+                }
+            }
+        })
+        .await;
 }
 
 /// Every bench tenant's spec: one owner, as a real tenant has (the owners'
