@@ -7,10 +7,11 @@
 //! credentials Secret) server-side applied as the operator's ServiceAccount,
 //! namespace first and the rest at once, at several concurrencies (the best
 //! is reported). The baselines run before the operator's round, and each
-//! removes its ClusterRoles and ClusterRoleBindings afterwards, so every
-//! measurement starts with the same cluster-scoped RBAC in place (the API
-//! server's authorizer scans all ClusterRoleBindings per request; left in
-//! place, they slowed each later measurement). For the last round it also prints where the CPU time went
+//! deletes all it made (and waits until the namespaces are gone), so every
+//! measurement starts with the same objects in place (the API server's
+//! authorizer scans all ClusterRoleBindings per request, the
+//! controller-manager resyncs every quota: left in place, a baseline's
+//! objects slowed each later measurement). For the last round it also prints where the CPU time went
 //! (seconds per process kind, the operator's round beside the best
 //! baseline), since the control plane, PostgreSQL and the operator share the
 //! machine's cores.
@@ -53,7 +54,7 @@ use ember_testenv::{ControlPlane, Postgres, free_port, install_crds};
 use futures::future::try_join_all;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ResourceQuota;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::Config;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -155,12 +156,11 @@ async fn main() {
             let dir = profile_dir.as_ref().filter(|_| round + 1 == sizes.len());
             dir.map(|dir| tokio::spawn(profile_apiserver(cp.kubeconfig().to_owned(), dir.join(name), seconds)))
         };
-        // The baselines first, each followed by the removal of its cluster-
-        // scoped objects: the API server scans every ClusterRoleBinding on
-        // every request it authorizes, so the operator's round and each
-        // baseline must start with the same number in place (the earlier
-        // rounds' Tenants) and add N each — measured after the operator,
-        // a baseline would also carry the operator's N.
+        // The baselines first, each removing all it made before the next
+        // measurement: the API server scans every ClusterRoleBinding on every
+        // request it authorizes, and the controller-manager resyncs every
+        // quota, so the operator's round and each baseline must start with the
+        // same objects in place (the earlier rounds' Tenants) and add N each.
         let mut best = (Duration::MAX, 0, CpuSeconds::default());
         for concurrency in BASELINE_CONCURRENCY {
             let prefix = format!("raw{round}c{concurrency}");
@@ -171,7 +171,7 @@ async fn main() {
                 best = (took, concurrency, cpu_seconds_by_process().since(&cpu_before));
             }
             finish_profile(profiling).await;
-            remove_cluster_scoped(&admin, &prefix, n).await;
+            remove_baseline(&admin, &prefix, n).await;
         }
         let before = reconciles_total(health).await;
         let writes_before = cp.audited_writes().len();
@@ -488,30 +488,44 @@ async fn baseline(client: &Client, prefix: &str, n: usize, concurrency: usize) -
     started.elapsed()
 }
 
-/// Deletes the ClusterRoles and ClusterRoleBindings [`baseline`] made
-/// under `prefix` (neither has finalizers: gone once the DELETE returns).
-async fn remove_cluster_scoped(client: &Client, prefix: &str, n: usize) {
+/// Deletes everything [`baseline`] made under `prefix` and waits until it
+/// is gone (the namespaces, emptied by the controller-manager, last), so
+/// the next measurement starts where this one did.
+async fn remove_baseline(client: &Client, prefix: &str, n: usize) {
     let roles: Api<ClusterRole> = Api::all(client.clone());
     let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
     futures::stream::iter(0..n)
         .for_each_concurrent(32, |i| {
-            let (roles, bindings) = (&roles, &bindings);
+            let (roles, bindings, namespaces) = (&roles, &bindings, &namespaces);
             async move {
                 let children = children_of(&format!("{prefix}-{i}"));
                 let removed = [
                     bindings.delete(&children.reader_binding.name_any(), &Default::default()).await.map(|_| ()),
                     roles.delete(&children.reader_role.name_any(), &Default::default()).await.map(|_| ()),
+                    namespaces.delete(&children.namespace.name_any(), &Default::default()).await.map(|_| ()),
                 ];
                 for result in removed {
                     match result {
                         Ok(()) => {}
                         Err(kube::Error::Api(status)) if status.code == 404 => {}
-                        Err(e) => panic!("removing {prefix}-{i}'s cluster-scoped objects: {e}"),
+                        Err(e) => panic!("removing {prefix}-{i}: {e}"),
                     }
                 }
             }
         })
         .await;
+    let ours = format!("tenant-{prefix}-");
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let left = namespaces.list_metadata(&Default::default()).await.unwrap();
+        let left = left.items.iter().filter(|ns| ns.name_any().starts_with(&ours)).count();
+        if left == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{left} of the baseline's namespaces {ours}* still there after 15 min");
+        tokio::time::sleep(Duration::from_secs(2)).await; // polling interval
+    }
 }
 
 /// Every bench tenant's spec: one owner, as a real tenant has (the owners'
