@@ -424,9 +424,36 @@ pub(crate) fn script_output_dir(env_var: &str, script: &str) -> Result<PathBuf, 
     Ok(PathBuf::from(dir))
 }
 
-/// A currently free loopback port. Another process may grab it before we
-/// bind it; a component that fails to start shows up in its readiness check.
+/// A currently free loopback port, below the kernel's ephemeral range.
+///
+/// A port the kernel hands out for `:0` comes from the same range as the
+/// source ports of outgoing connections, so any connection opened between
+/// the pick and the server's bind may take it (seen: etcd failing with
+/// "address already in use"). Ports below that range are only ever taken by
+/// an explicit bind. Successive calls in one process walk through the range
+/// from a random start, so two components are never handed the same port.
 pub fn free_port() -> Result<u16, Error> {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOWEST: u32 = 10_000;
+    static START: OnceLock<u32> = OnceLock::new();
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral_start.saturating_sub(LOWEST);
+    if span >= 1_000 {
+        let start = *START.get_or_init(|| (RandomState::new().hash_one(std::process::id()) % u64::from(span)) as u32);
+        for _ in 0..span.min(2_000) {
+            let step = NEXT.fetch_add(1, Ordering::Relaxed);
+            let port = LOWEST + (start + step) % span;
+            if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+                return Ok(port as u16);
+            }
+        }
+    }
     let listener = TcpListener::bind("127.0.0.1:0")
         .map_err(|source| Error::Io { context: "finding a free port".into(), source })?;
     listener
