@@ -11,8 +11,8 @@
 //! measurement starts with the same objects in place (the API server's
 //! authorizer scans all ClusterRoleBindings per request, the
 //! controller-manager resyncs every quota: left in place, a baseline's
-//! objects slowed each later measurement). For the last round it also prints where the CPU time went
-//! (seconds per process kind, the operator's round beside the best
+//! objects slowed each later measurement). For the last round it also
+//! prints where the CPU time went (seconds per process kind, the operator's round beside the best
 //! baseline), since the control plane, PostgreSQL and the operator share the
 //! machine's cores.
 //!
@@ -515,7 +515,8 @@ async fn remove_baseline(client: &Client, prefix: &str, n: usize) {
             }
         })
         .await;
-    let ours = format!("tenant-{prefix}-");
+    // Every baseline tenant is `{prefix}-{i}`, so its namespace starts so.
+    let ours = ember_crds::names::namespace_for(&format!("{prefix}-"));
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
         let left = namespaces.list_metadata(&Default::default()).await.unwrap();
