@@ -154,8 +154,10 @@ pub fn kubectl_check(capability: Capability) -> Option<KubectlCheck> {
 }
 
 /// Whether `role` may do `capability` with kubectl (the RBAC in
-/// `config/rbac` and the bindings the operator makes), where it can be done
-/// with kubectl at all. The same as [`allows`] with one deliberate
+/// `config/rbac` and the bindings the operator makes, its per-tenant reader
+/// roles included: `tenantReaderRoles`, off by default, without which tenant
+/// roles read their Tenant over REST only), where it can be done with
+/// kubectl at all. The same as [`allows`] with one deliberate
 /// exception: owners may edit branding over REST, which checks the fields,
 /// but may not patch the Tenant with kubectl, where RBAC could only grant
 /// the whole object.

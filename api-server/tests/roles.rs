@@ -120,6 +120,10 @@ async fn start_operator(h: &Harness, postgres: &Postgres) -> tokio::task::JoinHa
             admin_secret: "roles-db-admin".into(),
             network_cidr: None,
         }],
+        // The table's kubectl column for ReadTenant holds with the per-tenant
+        // reader roles, which are opt-in; without them (the default) tenant
+        // roles read their Tenant over REST only, as `tenant_isolation.rs` shows.
+        tenant_reader_roles: true,
         ..Default::default()
     };
     let cp = ember_testenv::shared_control_plane().unwrap();

@@ -59,6 +59,18 @@ pub struct OperatorConfig {
     /// hand) waits for this check, which writes nothing when nothing drifted.
     #[serde(default = "default_resync_seconds")]
     pub resync_seconds: u64,
+    /// Lets each Tenant's owners and members `get` their own Tenant object
+    /// with kubectl, through one ClusterRole and ClusterRoleBinding per
+    /// Tenant (`ember-tenant-<t>-reader`). Off by default: the API server's
+    /// RBAC authorizer scans every ClusterRoleBinding on every request of
+    /// every client in the cluster, so a binding per tenant taxes the whole
+    /// cluster as tenants grow (a quarter to two fifths of the API server's
+    /// CPU at 2,000-4,000 bindings, `docs/benchmarks.md`). Without it, tenant
+    /// users read their Tenant through ember-api (`GET /v1/tenants/{t}`) and
+    /// their namespace's objects with kubectl as before. Turned off, the
+    /// pairs made earlier are deleted.
+    #[serde(default)]
+    pub tenant_reader_roles: bool,
 }
 
 fn default_resync_seconds() -> u64 {
@@ -122,6 +134,7 @@ impl Default for OperatorConfig {
             runtime_wgpu_image: default_runtime_wgpu_image(),
             model_stores: Vec::new(),
             resync_seconds: default_resync_seconds(),
+            tenant_reader_roles: false,
         }
     }
 }
@@ -282,5 +295,6 @@ mod tests {
         let config = OperatorConfig::load(Some(&path)).unwrap();
         assert!(config.runtime_image.starts_with("ghcr.io/ember-dev/ember-runtime:"));
         assert!(config.runtime_wgpu_image.ends_with("-wgpu"));
+        assert!(!config.tenant_reader_roles, "a ClusterRoleBinding per tenant is opt-in");
     }
 }

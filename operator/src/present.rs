@@ -4,8 +4,10 @@
 //! ClusterRoleBinding without subjects. Those are not made for a Tenant
 //! that has nobody to bind; but one made earlier, whose subjects the spec
 //! has since dropped, must be emptied, or the people removed would keep
-//! their access. The watches the Tenant controller has anyway tell which
-//! exist ([`PresenceTracker::note`]), so deciding costs no request.
+//! their access. Likewise the per-tenant reader ClusterRole and binding,
+//! deleted where they exist when the configuration turns them off. The
+//! watches the Tenant controller has anyway tell which exist
+//! ([`PresenceTracker::note`]), so deciding costs no request.
 //!
 //! After a restart the set fills as the watches list; a binding listed
 //! after its Tenant's first pass wakes that Tenant (the operator has no

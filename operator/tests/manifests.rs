@@ -138,6 +138,9 @@ fn operator_rbac_is_exactly_the_reviewed_list() {
     grant("", &["secrets"], &["create", "get"], "");
     grant("networking.k8s.io", &["networkpolicies"], &["get", "list", "watch", "create", "patch", "delete"], "");
     grant("rbac.authorization.k8s.io", &["rolebindings", "clusterroles", "clusterrolebindings"], manage, "");
+    // The per-tenant reader roles when `tenantReaderRoles` is off; the admission
+    // policy confines the delete to those.
+    grant("rbac.authorization.k8s.io", &["clusterroles", "clusterrolebindings"], &["delete"], "");
     grant(
         "rbac.authorization.k8s.io",
         &["clusterroles"],

@@ -118,6 +118,19 @@ async fn a_compromised_operator_cannot_write_outside_tenant_objects() {
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "ember-operator"},
         "subjects": [{"kind": "User", "name": "mallory", "apiGroup": "rbac.authorization.k8s.io"}]});
     refused(&operator, &cluster_bindings, None, wide).await;
+    // It may delete ClusterRoles (its reader roles, when turned off), but no other.
+    let innocent = json!({"metadata": {"name": "innocent-viewer"}, "rules": []});
+    let made = Api::<DynamicObject>::all_with(admin.clone(), &cluster_roles)
+        .create(&PostParams::default(), &serde_json::from_value(innocent).unwrap())
+        .await;
+    assert!(!matches!(made, Err(kube::Error::Api(ref s)) if s.code != 409), "{made:?}");
+    let deleted = Api::<DynamicObject>::all_with(operator.clone(), &cluster_roles)
+        .delete("innocent-viewer", &Default::default())
+        .await;
+    assert!(
+        matches!(deleted, Err(kube::Error::Api(ref s)) if s.code == 403 && s.message.contains("ember-tenant-<tenant>-reader")),
+        "{deleted:?}"
+    );
 
     // In a real tenant namespace, a RoleBinding to anything but the tenant roles.
     let tenant_ns = json!({"metadata": {"name": "tenant-confined", "labels": {"ember.dev/tenant": "confined",

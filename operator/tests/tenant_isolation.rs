@@ -95,7 +95,6 @@ async fn tenants_are_isolated_from_each_other_and_from_the_platform() {
             ("create", "secrets", a, None),
             ("list", "pods", a, None),
             ("get", "pods/log", a, None),
-            ("get", "tenants.ember.dev", None, Some("iso-a")),
         ],
     )
     .await;
@@ -114,6 +113,9 @@ async fn tenants_are_isolated_from_each_other_and_from_the_platform() {
             ("list", "pods", b, None),
             ("create", "modeldeployments.ember.dev", b, None),
             ("get", "tenants.ember.dev", None, Some("iso-b")),
+            // nor, by default, the own Tenant: no ClusterRoleBinding per tenant
+            // (`tenantReaderRoles`, see `tenant_lifecycle.rs`); ember-api serves it
+            ("get", "tenants.ember.dev", None, Some("iso-a")),
             ("list", "tenants.ember.dev", None, None),
             // the cluster
             ("list", "nodes", None, None),
@@ -154,13 +156,7 @@ async fn tenants_are_isolated_from_each_other_and_from_the_platform() {
 
     // Members with `view` read but do not write, and never see credentials.
     let carol = client_as("carol@a.example", &[VIEWERS]).await;
-    assert_access(
-        "carol (viewer of iso-a)",
-        &carol,
-        true,
-        &[("list", "modeldeployments.ember.dev", a, None), ("get", "tenants.ember.dev", None, Some("iso-a"))],
-    )
-    .await;
+    assert_access("carol (viewer of iso-a)", &carol, true, &[("list", "modeldeployments.ember.dev", a, None)]).await;
     assert_access(
         "carol (viewer of iso-a)",
         &carol,
@@ -169,9 +165,23 @@ async fn tenants_are_isolated_from_each_other_and_from_the_platform() {
             ("create", "modeldeployments.ember.dev", a, None),
             ("get", "secrets", a, Some("ember-database")),
             ("list", "modeldeployments.ember.dev", b, None),
+            ("get", "tenants.ember.dev", None, Some("iso-a")),
         ],
     )
     .await;
+
+    // Nothing cluster-scoped per tenant by default: no ClusterRole or
+    // ClusterRoleBinding for RBAC to scan on every request of the cluster.
+    let ours = kube::api::ListParams::default().labels("app.kubernetes.io/managed-by=ember-operator");
+    let cluster_bindings = Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(admin.clone());
+    let cluster_roles = Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(admin.clone());
+    let ours_of_this_test = |names: Vec<Option<String>>| -> Vec<String> {
+        names.into_iter().flatten().filter(|name| name.contains("iso-")).collect()
+    };
+    let bindings = cluster_bindings.list_metadata(&ours).await.unwrap().items.into_iter().map(|o| o.metadata.name);
+    assert_eq!(ours_of_this_test(bindings.collect()), Vec::<String>::new(), "ClusterRoleBindings per tenant");
+    let roles = cluster_roles.list_metadata(&ours).await.unwrap().items.into_iter().map(|o| o.metadata.name);
+    assert_eq!(ours_of_this_test(roles.collect()), Vec::<String>::new(), "ClusterRoles per tenant");
 
     // Bob (owner of iso-b) sees nothing of iso-a.
     let bob = client_as(BOB, &[]).await;

@@ -10,10 +10,11 @@ mod common;
 
 use common::*;
 use ember_crds::tenant::Tenant;
+use ember_operator::config::OperatorConfig;
 use ember_testenv::{Postgres, poll};
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -46,12 +47,15 @@ async fn tenant_lifecycle() {
     let admin = admin_client().await;
     let mut pg = tokio::task::spawn_blocking(|| Postgres::start().unwrap()).await.unwrap();
     let server = database_server(&admin, "pg-main", &pg).await;
-    let operator = RunningOperator::start(vec![server.clone()]).await;
+    // The per-tenant reader roles on until the restart, which turns them off.
+    let with_readers = OperatorConfig { tenant_reader_roles: true, ..config_with(vec![server.clone()]) };
+    let operator = RunningOperator::start_with(operator_client().await, with_readers);
     let tenants: Api<Tenant> = Api::all(admin.clone());
 
     create_makes_every_child(&admin, &tenants, &pg).await;
     updates_and_hand_edits_converge(&admin, &tenants).await;
     let operator = members_removed_while_it_was_down_lose_access(&admin, &tenants, operator, server).await;
+    reader_roles_turned_off_are_deleted(&admin).await;
     squatted_namespace_is_never_adopted(&admin, &tenants).await;
     database_outage_degrades_and_heals(&admin, &tenants, &mut pg).await;
     deletion_follows_the_policy(&admin, &tenants, &pg).await;
@@ -185,11 +189,12 @@ async fn updates_and_hand_edits_converge(admin: &Client, tenants: &Api<Tenant>) 
     let subjects: Vec<String> =
         bindings.get("ember-owners").await.unwrap().subjects.unwrap().into_iter().map(|s| s.name).collect();
     assert_eq!(subjects, ["alice@acme.example", "bob@acme.example"]);
-    let reader = Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(admin.clone())
-        .get("ember-tenant-acme-reader")
-        .await
-        .unwrap();
-    assert!(reader.subjects.unwrap().iter().any(|s| s.name == "bob@acme.example"), "bob cannot read his Tenant");
+    let bob = client_as("bob@acme.example", &[]).await;
+    poll::until_async("bob reads his Tenant with kubectl", TIMEOUT, async || {
+        Ok(Api::<Tenant>::all(bob.clone()).get("acme").await.ok())
+    })
+    .await
+    .unwrap();
     let policy = policies.get("ember-network").await.unwrap();
     let rendered = serde_json::to_string(&policy.spec.unwrap().ingress).unwrap();
     assert!(rendered.contains("monitoring") && !rendered.contains("ingress-nginx"), "extra namespaces: {rendered}");
@@ -280,6 +285,21 @@ async fn members_removed_while_it_was_down_lose_access(
         .await;
     wait_for_tenant(admin, "acme", "acme Ready after the restart", is_ready).await;
     operator
+}
+
+/// The restart in [`members_removed_while_it_was_down_lose_access`] turned
+/// `tenantReaderRoles` off (the default): the pair made before goes, binding
+/// and role, so no ClusterRoleBinding per tenant is left for RBAC to scan.
+async fn reader_roles_turned_off_are_deleted(admin: &Client) {
+    let name = ember_operator::tenant::build::rbac::tenant_reader_name("acme");
+    wait_gone(&Api::<ClusterRoleBinding>::all(admin.clone()), &name, "acme's reader binding deleted").await;
+    wait_gone(&Api::<ClusterRole>::all(admin.clone()), &name, "acme's reader role deleted").await;
+    let bob = Api::<Tenant>::all(client_as("bob@acme.example", &[]).await);
+    poll::until_async("bob refused his Tenant with kubectl", TIMEOUT, async || {
+        Ok(matches!(bob.get("acme").await, Err(kube::Error::Api(status)) if status.code == 403).then_some(()))
+    })
+    .await
+    .unwrap();
 }
 
 async fn wait_for_quota_cpu(quotas: &Api<ResourceQuota>, cpu: &str, what: &str) {

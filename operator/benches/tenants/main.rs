@@ -31,7 +31,9 @@
 //!   all are Ready, beside the same children applied directly.
 //!
 //! `cargo bench --workspace --bench tenants -- 100 1000` (the operator runs
-//! with `--concurrency 16`; `EMBER_BENCH_OPERATOR_CONCURRENCY` changes it)
+//! with `--concurrency 16`; `EMBER_BENCH_OPERATOR_CONCURRENCY` changes it;
+//! `EMBER_BENCH_TENANT_READER_ROLES=1` turns on the operator's per-tenant
+//! reader ClusterRole and binding, in the baseline too)
 //!
 //! Where the API server's CPU goes: with `EMBER_CP_PROFILING=1
 //! EMBER_BENCH_PROFILE_DIR=dir`, the last round also writes CPU profiles of
@@ -112,7 +114,8 @@ async fn main() {
     std::fs::write(
         &config,
         format!(
-            "resyncSeconds: {resync}\ndatabaseServers:\n- {{name: pg, host: 127.0.0.1, port: {}, database: postgres, adminSecret: pg-admin, networkCidr: 127.0.0.1/32}}\n",
+            "resyncSeconds: {resync}\ntenantReaderRoles: {}\ndatabaseServers:\n- {{name: pg, host: 127.0.0.1, port: {}, database: postgres, adminSecret: pg-admin, networkCidr: 127.0.0.1/32}}\n",
+            reader_roles(),
             pg.port()
         ),
     )
@@ -301,6 +304,12 @@ async fn finish_profile(profiling: Option<tokio::task::JoinHandle<()>>) {
     }
 }
 
+/// Whether the operator (and so the baseline) makes the per-tenant reader
+/// ClusterRole and binding (`tenantReaderRoles`, off by default).
+fn reader_roles() -> bool {
+    env_or("EMBER_BENCH_TENANT_READER_ROLES", 0) == 1
+}
+
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -473,7 +482,7 @@ async fn baseline(client: &Client, prefix: &str, n: usize, concurrency: usize) -
                     bindings,
                     // The binding's escalation check needs the role to exist.
                     async {
-                        if !binds_anybody(&children.reader_binding.subjects) {
+                        if !reader_roles() || !binds_anybody(&children.reader_binding.subjects) {
                             return Ok(None);
                         }
                         apply_cluster(&client, &children.reader_role).await?;
@@ -530,7 +539,8 @@ async fn remove_baseline(client: &Client, prefix: &str, n: usize) {
 }
 
 /// Every bench tenant's spec: one owner, as a real tenant has (the owners'
-/// RoleBinding and the reader ClusterRole and binding are made), no
+/// RoleBinding is made, and the reader ClusterRole and binding with
+/// [`reader_roles`]), no
 /// members (their bindings would be empty, so neither the operator nor the
 /// baseline makes them), defaults for the rest.
 fn tenant_spec() -> serde_json::Value {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::future::try_join_all;
 use k8s_openapi::api::core::v1::ResourceQuota;
 use k8s_openapi::api::rbac::v1::Subject;
-use kube::api::Api;
+use kube::api::{Api, DeleteParams};
 use kube::{Client, Resource, ResourceExt};
 
 use super::build::TenantChildren;
@@ -18,6 +18,7 @@ use super::quota_gate::QuotaWait;
 use crate::apply::{apply_cluster_remembered, apply_namespaced_remembered};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::written::ChildKey;
 
 /// Applies the namespace (first, everything else lives in it).
 pub async fn apply_namespace(ctx: &Context, children: &TenantChildren) -> Result<()> {
@@ -25,9 +26,10 @@ pub async fn apply_namespace(ctx: &Context, children: &TenantChildren) -> Result
     Ok(())
 }
 
-/// Applies quota, limit range, network policy, service account and the
-/// reader role concurrently. Returns the quota as the API server has it when it
-/// was sent (`None` when it was already in place).
+/// Applies quota, limit range, network policy, service account and (when
+/// the configuration grants it) the reader role concurrently. Returns the
+/// quota as the API server has it when it was sent (`None` when it was
+/// already in place).
 pub async fn apply_base_children(ctx: &Context, children: &TenantChildren) -> Result<Option<ResourceQuota>> {
     let (client, written) = (&ctx.client, ctx.written.as_ref());
     // Old per-purpose policies go only once the one policy replacing them is in place.
@@ -40,15 +42,47 @@ pub async fn apply_base_children(ctx: &Context, children: &TenantChildren) -> Re
         apply_namespaced_remembered(client, written, &children.limit_range),
         policy,
         apply_namespaced_remembered(client, written, &children.service_account),
-        async {
-            if !is_needed(&children.reader_binding, &children.reader_binding.subjects, ctx) {
-                return Ok(None);
-            }
-            apply_cluster_remembered(client, written, &children.reader_role).await?;
-            apply_cluster_remembered(client, written, &children.reader_binding).await
-        },
+        reader_role(ctx, children),
     )?;
     Ok(quota)
+}
+
+/// The per-tenant ClusterRole and binding that let the tenant's users read
+/// their own Tenant: applied when `tenantReaderRoles` is on (and there is
+/// somebody to bind), deleted where they exist when it is off.
+async fn reader_role(ctx: &Context, children: &TenantChildren) -> Result<()> {
+    let (client, written) = (&ctx.client, ctx.written.as_ref());
+    let (role, binding) = (&children.reader_role, &children.reader_binding);
+    if !ctx.config.tenant_reader_roles {
+        // The binding first: it is what grants; a role bound by nothing grants nothing.
+        delete_cluster_child(ctx, binding).await?;
+        return delete_cluster_child(ctx, role).await;
+    }
+    if !is_needed(binding, &binding.subjects, ctx) {
+        return Ok(());
+    }
+    apply_cluster_remembered(client, written, role).await?;
+    apply_cluster_remembered(client, written, binding).await?;
+    Ok(())
+}
+
+/// Deletes a cluster-scoped child the watches show as existing; none is
+/// sent for one that does not (the usual case: no request at all).
+async fn delete_cluster_child<K>(ctx: &Context, child: &K) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if !ctx.present.contains(child) {
+        return Ok(());
+    }
+    let api: Api<K> = Api::all(ctx.client.clone());
+    match api.delete(&child.name_any(), &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(error) => return Err(error.into()),
+    }
+    ctx.written.forget(&ChildKey::of(child));
+    Ok(())
 }
 
 /// Binds the owners and members: only once the quota is enforced, so users

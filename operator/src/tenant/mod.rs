@@ -73,15 +73,15 @@ pub async fn run(
         .watches_stream(changed_by_others(&client, ours.clone(), w), owning_tenant::<LimitRange>)
         .watches_stream(policy_changes(&client, ours.clone(), w, &ctx.legacy_policies), owning_tenant)
         .watches_stream(changed_by_others(&client, ours.clone(), w), owning_tenant::<ServiceAccount>)
-        .watches_stream(binding_changes(&client, ours.clone(), w, &ctx.present), owning_tenant::<RoleBinding>)
+        .watches_stream(tracked_changes(&client, ours.clone(), w, &ctx.present), owning_tenant::<RoleBinding>)
         // By name too: the operator may read no other Secret (its RBAC names
         // this one), so a cluster-wide watch must ask for exactly it.
         .watches_stream(
             changed_by_others(&client, ours.clone().fields(&format!("metadata.name={DATABASE_SECRET_NAME}")), w),
             owning_tenant::<Secret>,
         )
-        .watches_stream(changed_by_others::<ClusterRole>(&client, ours.clone(), w), owning_tenant)
-        .watches_stream(binding_changes::<ClusterRoleBinding>(&client, ours, w, &ctx.present), owning_tenant)
+        .watches_stream(tracked_changes::<ClusterRole>(&client, ours.clone(), w, &ctx.present), owning_tenant)
+        .watches_stream(tracked_changes::<ClusterRoleBinding>(&client, ours, w, &ctx.present), owning_tenant)
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
@@ -176,10 +176,10 @@ fn policy_changes(
     })
 }
 
-/// Binding events that wake a Tenant: changes by others, as for every
-/// child; each also keeps [`Present`] in step, which tells a pass whether a
-/// binding it would leave empty exists.
-fn binding_changes<K>(
+/// Events of the kinds a pass needs to know the existence of (bindings it
+/// would leave empty, reader roles it would delete) that wake a Tenant:
+/// changes by others, as for every child; each also keeps [`Present`] in step.
+fn tracked_changes<K>(
     client: &kube::Client,
     config: watcher::Config,
     written: &Arc<Written>,

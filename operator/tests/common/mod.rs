@@ -85,6 +85,12 @@ pub async fn database_server(admin: &Client, name: &str, postgres: &Postgres) ->
     }
 }
 
+/// The tests' operator configuration: the platform namespace and `servers`,
+/// defaults for the rest.
+pub fn config_with(servers: Vec<DatabaseServerConfig>) -> OperatorConfig {
+    OperatorConfig { platform_namespace: PLATFORM_NAMESPACE.into(), database_servers: servers, ..Default::default() }
+}
+
 /// The operator's controllers (Tenant and ModelDeployment), running until dropped.
 pub struct RunningOperator {
     /// The controllers' metrics (reconciles, failures).
@@ -95,12 +101,7 @@ pub struct RunningOperator {
 
 impl RunningOperator {
     pub async fn start(servers: Vec<DatabaseServerConfig>) -> Self {
-        let config = OperatorConfig {
-            platform_namespace: PLATFORM_NAMESPACE.into(),
-            database_servers: servers,
-            ..Default::default()
-        };
-        Self::start_with(operator_client().await, config)
+        Self::start_with(operator_client().await, config_with(servers))
     }
 
     /// The controllers with `config`, acting through `client`.
