@@ -370,10 +370,6 @@ async fn a_deployment_this_version_cannot_read_hides_no_other() {
     .await
     .unwrap();
 
-    let raw = Api::<kube::api::DynamicObject>::namespaced_with(
-        h.admin.clone(),
-        "tenant-acme-future",
-        &kube::api::ApiResource::erase::<ModelDeployment>(&()),
-    );
+    let raw = ember_testenv::raw_model_deployments(&h.admin, "tenant-acme-future");
     raw.delete("future", &Default::default()).await.unwrap();
 }

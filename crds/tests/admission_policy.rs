@@ -30,8 +30,7 @@ async fn namespace(client: &Client, body: Value) {
 }
 
 async fn create(client: &Client, namespace: &str, name: &str) -> Result<(), kube::Error> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), namespace, &ApiResource::erase::<ModelDeployment>(&()));
+    let api = ember_testenv::raw_model_deployments(client, namespace);
     api.create(&PostParams::default(), &model(name, namespace)).await.map(|_| ())
 }
 
@@ -44,8 +43,7 @@ async fn refusal_in(client: &Client, namespace: &str) -> kube::core::Status {
         Err(kube::Error::Api(status)) if status.code == 403 => Ok(Some(*status)),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
         Ok(()) => {
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(client.clone(), namespace, &ApiResource::erase::<ModelDeployment>(&()));
+            let api = ember_testenv::raw_model_deployments(client, namespace);
             api.delete("stray", &Default::default()).await.unwrap();
             Ok(None)
         }

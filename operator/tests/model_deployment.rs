@@ -318,11 +318,7 @@ async fn a_model_this_version_cannot_read_stops_no_other(admin: &Client, mds: &A
     assert!(deployments.get_opt("future").await.unwrap().is_none(), "the unreadable model was acted on");
 
     // Its deletion is seen too: the namespace's models are all collectable.
-    let raw = Api::<kube::api::DynamicObject>::namespaced_with(
-        admin.clone(),
-        NAMESPACE,
-        &kube::api::ApiResource::erase::<ModelDeployment>(&()),
-    );
+    let raw = ember_testenv::raw_model_deployments(admin, NAMESPACE);
     raw.delete("future", &DeleteParams::default()).await.unwrap();
     mds.delete("after", &DeleteParams::default()).await.unwrap();
     wait_gone(mds, "after", "after deleted").await;

@@ -35,6 +35,14 @@ pub async fn install_crds(client: &Client, crds: &[CustomResourceDefinition]) ->
     Ok(())
 }
 
+/// The ModelDeployments of `namespace` as raw JSON: the API for the objects
+/// this release's types cannot decode (to delete what
+/// [`create_model_of_unknown_architecture`] made, say).
+pub fn raw_model_deployments(client: &Client, namespace: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("ember.dev", "v1alpha1", "ModelDeployment");
+    Api::namespaced_with(client.clone(), namespace, &ApiResource::from_gvk_with_plural(&gvk, "modeldeployments"))
+}
+
 /// Makes a ModelDeployment `name` in `namespace` that this release's types
 /// cannot decode, as a newer release could: its architecture `architecture`
 /// is added to the installed CRD's enum first (an update, as a newer CRD
@@ -48,11 +56,9 @@ pub async fn create_model_of_unknown_architecture(
     architecture: &str,
 ) -> Result<(), Error> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let gvk = GroupVersionKind::gvk("ember.dev", "v1alpha1", "ModelDeployment");
-    let resource = ApiResource::from_gvk_with_plural(&gvk, "modeldeployments");
-    let objects: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+    let objects = raw_model_deployments(client, namespace);
     let object: DynamicObject = serde_json::from_value(serde_json::json!({
-        "apiVersion": resource.api_version, "kind": "ModelDeployment",
+        "apiVersion": "ember.dev/v1alpha1", "kind": "ModelDeployment",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"model": {
             "architecture": architecture, "task": "classification",

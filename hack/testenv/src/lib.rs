@@ -30,7 +30,7 @@ use std::time::Duration;
 pub use control_plane::{
     AuditedWrite, CPU_NODES, ControlPlane, GPU_NODE, Nodes, PROFILING_ENV, binaries_dir, client_for, free_port,
 };
-pub use crds::{create_model_of_unknown_architecture, install_crds};
+pub use crds::{create_model_of_unknown_architecture, install_crds, raw_model_deployments};
 pub use model_store::ModelStore;
 pub use node::RealNode;
 pub use postgres::{Postgres, SUPERUSER};
