@@ -84,6 +84,21 @@ impl Kernel {
         }
     }
 
+    /// From how many multiply-adds a product is worth splitting over the
+    /// pool. AVX2: measured with the probe below on MiniLM's shapes (all six
+    /// layers, weights from memory), 2 threads, the pool beat the calling
+    /// thread at every row count, 1 row included (3.6 against 4.4 ms per
+    /// pass; 2 rows 2.3 against 3.9): streaming the weights is the work,
+    /// and two threads stream faster than one. The smallest such product
+    /// is 1 × 384 × 384 ≈ 147 000 multiply-adds, hence 2^17. AVX-512 keeps
+    /// `host_linear`'s 2^20 for `gemm`, which is what it was measured with.
+    pub fn parallel_min_macs(self) -> usize {
+        match self {
+            Self::Avx512 => 1 << 20,
+            Self::Avx2Fma => 1 << 17,
+        }
+    }
+
     /// `out[r, 0..width] += Σ_kk x[kk, r] · panel[kk]` for one block of
     /// `rows ≤ block_rows()` rows (`x: [k, rows]`), `out` rows `stride`
     /// apart.
@@ -145,6 +160,12 @@ impl PanelWeights {
     #[cfg(test)]
     fn kernel(&self) -> Kernel {
         self.kernel
+    }
+
+    /// From how many multiply-adds a product is worth splitting over the
+    /// compute pool ([`Kernel::parallel_min_macs`]).
+    pub fn parallel_min_macs(&self) -> usize {
+        self.kernel.parallel_min_macs()
     }
 
     /// `out += x · W` for row-major `x: [rows, k]` and `out: [rows, n]`,
