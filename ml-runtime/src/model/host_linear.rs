@@ -18,8 +18,10 @@ use super::host_gemm::{MatMut, MatRef, Threads, matmul};
 use super::panel_gemm::PanelWeights;
 use crate::weights::HostTensor;
 
-/// Below this many multiply-adds a product runs on the calling thread: for
-/// a single short sentence, waking the pool costs more than it saves.
+/// Below this many multiply-adds a `gemm` product runs on the calling
+/// thread: for a single short sentence, waking the pool costs more than it
+/// saves. The packed panels have their own threshold
+/// ([`PanelWeights::parallel_min_macs`]).
 const PARALLEL_MIN_MACS: usize = 1 << 20;
 
 /// Up to this many rows a product streams the packed panels
@@ -88,11 +90,11 @@ impl HostLinear {
     /// `out += x · W`, all row-major.
     fn accumulate_product(&self, x: &[f32], rows: usize, out: &mut [f32]) {
         let (k, n) = (self.inputs, self.outputs);
-        let parallel = rows * k * n >= PARALLEL_MIN_MACS;
         if let Some(panels) = self.panels.as_ref().filter(|_| rows <= PANEL_MAX_ROWS) {
-            panels.accumulate(x, out, parallel);
+            panels.accumulate(x, out, rows * k * n >= panels.parallel_min_macs());
             return;
         }
+        let parallel = rows * k * n >= PARALLEL_MIN_MACS;
         let threads = if parallel { Threads::Pool } else { Threads::One };
         matmul(
             MatMut::row_major(out, rows, n),
