@@ -5,9 +5,11 @@
 //! The `*_remembered` forms consult [`Written`]: a child whose desired body
 //! was applied before, and that nobody changed since, is not sent again —
 //! an idle operator writes nothing.
+//!
+//! [`delete_if_present`] is the one way both controllers remove a child.
 
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -126,4 +128,17 @@ where
     K: Resource<DynamicType = ()> + DeserializeOwned + Clone + std::fmt::Debug,
 {
     Ok(api.patch(&object.name_any(), &params(), &Patch::Apply(body)).await?)
+}
+
+/// Deletes `name` through `api`; one already gone counts as deleted. True
+/// when this call deleted it (false: it was gone).
+pub async fn delete_if_present<K>(api: &Api<K>, name: &str, params: &DeleteParams) -> Result<bool>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, params).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(error) => Err(error.into()),
+    }
 }

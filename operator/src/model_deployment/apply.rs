@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use super::ModelContext;
 use super::build::ModelChildren;
-use crate::apply::apply_namespaced_remembered;
+use crate::apply::{apply_namespaced_remembered, delete_if_present};
 use crate::error::Result;
 use crate::written::ChildKey;
 
@@ -63,10 +63,6 @@ where
     if cache.get(&ObjectRef::new(name).within(namespace)).is_none() {
         return Ok(());
     }
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(error.into()),
-    }
+    delete_if_present(&Api::<K>::namespaced(client.clone(), namespace), name, &DeleteParams::background()).await?;
+    Ok(())
 }

@@ -15,7 +15,7 @@ use kube::{Client, Resource, ResourceExt};
 use super::build::TenantChildren;
 use super::build::rbac::binds_anybody;
 use super::quota_gate::QuotaWait;
-use crate::apply::{apply_cluster_remembered, apply_namespaced_remembered};
+use crate::apply::{apply_cluster_remembered, apply_namespaced_remembered, delete_if_present};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::written::ChildKey;
@@ -75,12 +75,7 @@ where
     if !ctx.present.contains(child) {
         return Ok(());
     }
-    let api: Api<K> = Api::all(ctx.client.clone());
-    match api.delete(&child.name_any(), &DeleteParams::default()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 404 => {}
-        Err(error) => return Err(error.into()),
-    }
+    delete_if_present(&Api::<K>::all(ctx.client.clone()), &child.name_any(), &DeleteParams::default()).await?;
     ctx.written.forget(&ChildKey::of(child));
     Ok(())
 }

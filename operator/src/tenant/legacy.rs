@@ -19,6 +19,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams};
 use kube::{Client, ResourceExt};
 
+use crate::apply::delete_if_present;
 use crate::error::Result;
 use crate::tenant_namespace::child_names;
 
@@ -60,13 +61,13 @@ impl LegacyPolicies {
         let Some(names) = self.found().remove(namespace) else { return Ok(()) };
         let api: Api<NetworkPolicy> = Api::namespaced(client.clone(), namespace);
         for name in &names {
-            match api.delete(name, &DeleteParams::default()).await {
-                Ok(_) => tracing::info!(%namespace, policy = %name, "removed a NetworkPolicy of an earlier version"),
-                Err(kube::Error::Api(status)) if status.code == 404 => {}
+            match delete_if_present(&api, name, &DeleteParams::default()).await {
+                Ok(true) => tracing::info!(%namespace, policy = %name, "removed a NetworkPolicy of an earlier version"),
+                Ok(false) => {}
                 Err(error) => {
                     // Kept for the next pass.
                     self.found().entry(namespace.to_owned()).or_default().extend(names.iter().cloned());
-                    return Err(error.into());
+                    return Err(error);
                 }
             }
         }
