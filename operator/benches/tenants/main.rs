@@ -12,9 +12,10 @@
 //! authorizer scans all ClusterRoleBindings per request, the
 //! controller-manager resyncs every quota: left in place, a baseline's
 //! objects slowed each later measurement). For the last round it also
-//! prints where the CPU time went (seconds per process kind, the operator's round beside the best
-//! baseline), since the control plane, PostgreSQL and the operator share the
-//! machine's cores.
+//! prints where the CPU time went (seconds per process kind, the operator's
+//! round beside the best baseline), since the control plane, PostgreSQL and
+//! the operator share the machine's cores, and what the API server served in
+//! each (requests by verb and resource, watch events: [`served`]).
 //!
 //! Then, with all those Tenants in place:
 //! - latency: one new Tenant every 2 s, create→Ready for each;
@@ -42,6 +43,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod model_deployments;
+mod served;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -64,6 +66,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde::de::DeserializeOwned;
+use served::Served;
 use tokio::sync::Mutex;
 
 /// The identity the operator acts as.
@@ -164,14 +167,16 @@ async fn main() {
         // request it authorizes, and the controller-manager resyncs every
         // quota, so the operator's round and each baseline must start with the
         // same objects in place (the earlier rounds' Tenants) and add N each.
-        let mut best = (Duration::MAX, 0, CpuSeconds::default());
+        let mut best = (Duration::MAX, 0, CpuSeconds::default(), Served::default());
         for concurrency in BASELINE_CONCURRENCY {
             let prefix = format!("raw{round}c{concurrency}");
             let cpu_before = cpu_seconds_by_process();
+            let served_before = Served::now(&admin).await;
             let profiling = profile(format!("apiserver-baseline-{n}-c{concurrency}.pprof"), 15);
             let took = baseline(&as_operator, &prefix, n, concurrency).await;
             if took < best.0 {
-                best = (took, concurrency, cpu_seconds_by_process().since(&cpu_before));
+                let served = Served::now(&admin).await.since(&served_before);
+                best = (took, concurrency, cpu_seconds_by_process().since(&cpu_before), served);
             }
             finish_profile(profiling).await;
             remove_baseline(&admin, &prefix, n).await;
@@ -179,9 +184,11 @@ async fn main() {
         let before = reconciles_total(health).await;
         let writes_before = cp.audited_writes().len();
         let cpu_before = cpu_seconds_by_process();
+        let served_before = Served::now(&admin).await;
         let profiling = profile(format!("apiserver-operator-{n}.pprof"), 20);
         let (all_ready, mut latencies) = create_tenants(&admin, &format!("b{round}"), n, &tenant_spec()).await;
         let operator_cpu = cpu_seconds_by_process().since(&cpu_before);
+        let operator_served = Served::now(&admin).await.since(&served_before);
         finish_profile(profiling).await;
         let reconciles = reconciles_total(health).await - before;
         let writes = writes_by_request(&cp.audited_writes()[writes_before..]);
@@ -196,11 +203,12 @@ async fn main() {
             best.1,
             best.0.as_secs_f64() / all_ready.as_secs_f64(),
         );
-        cpu_of_last_round = Some((n, operator_cpu, best.2, writes));
+        cpu_of_last_round = Some((n, operator_cpu, best.2, writes, operator_served, best.3));
     }
-    if let Some((n, operator_cpu, baseline_cpu, writes)) = cpu_of_last_round {
+    if let Some((n, operator_cpu, baseline_cpu, writes, operator_served, baseline_served)) = cpu_of_last_round {
         print_cpu_table(n, &operator_cpu, &baseline_cpu);
         print_writes_table(n, "Tenant", &writes);
+        served::print_table(n, &operator_served, &baseline_served);
     }
 
     let mut in_place: usize = sizes.iter().sum();
