@@ -6,6 +6,7 @@ use std::sync::Arc;
 use futures::FutureExt;
 
 use crate::context::Context;
+use crate::tenant_watch::TenantWatch;
 use crate::{model_deployment, tenant};
 
 /// Runs the Tenant and ModelDeployment controllers until `shutdown`
@@ -17,8 +18,12 @@ pub async fn run(
 ) {
     // Each controller needs its own shutdown future; `shared` hands both the same signal.
     let shutdown = shutdown.boxed().shared();
+    // One Tenant watch for both; each subscribes before it starts.
+    let tenants = TenantWatch::new();
+    let (for_tenants, for_models, store) = (tenants.subscribe(), tenants.subscribe(), tenants.store());
     tokio::join!(
-        tenant::run(ctx.clone(), concurrency, shutdown.clone()),
-        model_deployment::run(ctx, concurrency, shutdown),
+        tenants.run(ctx.client.clone(), shutdown.clone()),
+        tenant::run(ctx.clone(), (for_tenants, store.clone()), concurrency, shutdown.clone()),
+        model_deployment::run(ctx, (for_models, store), concurrency, shutdown),
     );
 }

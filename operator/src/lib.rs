@@ -22,4 +22,5 @@ pub mod present;
 pub mod telemetry;
 pub mod tenant;
 pub mod tenant_namespace;
+pub mod tenant_watch;
 pub mod written;

@@ -17,7 +17,8 @@
 //! only changes of generation (the spec) and deletion, so the status a pass
 //! writes does not start another pass.
 //!
-//! Tenants are watched, not polled: a Tenant event that matters to serving
+//! Tenants are watched, not polled (the one watch both controllers share,
+//! [`crate::tenant_watch`]): a Tenant event that matters to serving
 //! (created, suspended, resumed, deleted, set up) is mapped to the
 //! ModelDeployments in its namespace, read from this controller's own
 //! cache, so suspension takes effect within a watch round trip and a
@@ -54,7 +55,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
@@ -62,6 +63,7 @@ use serde::de::DeserializeOwned;
 
 use crate::cache::slim;
 use crate::context::Context;
+use crate::tenant_watch;
 use crate::written::{EventTracker, Written, live_fingerprint};
 
 /// The shared context plus this controller's caches, which spare a pass
@@ -94,6 +96,7 @@ impl Deref for ModelContext {
 /// Runs the ModelDeployment controller until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
+    tenants: (ReflectHandle<Tenant>, Store<Tenant>),
     concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -121,17 +124,10 @@ pub async fn run(
     let (_, service_events) = cached::<Service>(&client, ours.clone(), written);
     let (autoscalers, autoscaler_events) = cached::<HorizontalPodAutoscaler>(&client, ours.clone(), written);
     let (budgets, budget_events) = cached::<PodDisruptionBudget>(&client, ours.clone(), written);
-    let (tenants, tenant_writer) = reflector::store();
     // Of a Tenant, only what serving depends on wakes its ModelDeployments:
     // not the Tenant controller's every status write.
-    let tenant_events = reflector::reflector(
-        tenant_writer,
-        understood(watcher(Api::<DeserializeGuard<Tenant>>::all(client.clone()), Default::default()), tenants.clone())
-            .modify(slim),
-    )
-    .default_backoff()
-    .applied_objects()
-    .predicate_filter(serving_change, Default::default());
+    let (subscribed, tenants) = tenants;
+    let tenant_events = tenant_watch::changes(subscribed, serving_change);
     let (pods, pod_writer) = reflector::store();
     let pod_events = reflector::reflector(pod_writer, watcher(Api::<Pod>::all(client), ours).modify(slim_pod))
         .default_backoff()
@@ -144,7 +140,7 @@ pub async fn run(
         .owns_stream(budget_events)
         // Pod states tell why a model does not come up (see `pods`).
         .watches_stream(pod_events, |pod| model_deployment_of(&pod))
-        .watches_stream(tenant_events, move |tenant| model_deployments_of(&cache, &tenant))
+        .watches_shared_stream(tenant_events, move |tenant| model_deployments_of(&cache, &tenant))
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, context)
@@ -199,14 +195,14 @@ fn slim_pod(pod: &mut Pod) {
 /// What, of a Tenant, its ModelDeployments depend on: that it exists (its
 /// UID), is being deleted, is suspended, and is set up (its namespace and
 /// quota in place).
-fn serving_change(tenant: &Tenant) -> Option<u64> {
+fn serving_change(tenant: &Tenant) -> u64 {
     let mut hasher = DefaultHasher::new();
     tenant.spec.suspended.hash(&mut hasher);
     tenant.meta().deletion_timestamp.is_some().hash(&mut hasher);
     let status = tenant.status.as_ref();
     status.and_then(|s| s.namespace.as_deref()).hash(&mut hasher);
     status.and_then(|s| find_condition(&s.conditions, types::QUOTA_READY)).map(|c| c.status.as_str()).hash(&mut hasher);
-    Some(hasher.finish())
+    hasher.finish()
 }
 
 /// The ModelDeployment a model pod belongs to, from its labels.

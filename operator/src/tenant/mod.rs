@@ -15,28 +15,27 @@ use std::sync::Arc;
 use ember_crds::labels;
 use ember_crds::names::DATABASE_SECRET_NAME;
 use ember_crds::tenant::Tenant;
-use ember_crds::undecodable::understood;
 use futures::{Stream, StreamExt, TryStreamExt, future};
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
-use kube::core::DeserializeGuard;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector::{ObjectRef, ReflectHandle, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cache::slim;
 use crate::context::Context;
 use crate::present::{PresenceTracker, Present};
+use crate::tenant_watch;
 use crate::written::{EventTracker, Written, live_fingerprint};
 use quota_gate::QuotaGate;
 
 /// Runs the Tenant controller until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
+    tenants: (ReflectHandle<Tenant>, Store<Tenant>),
     concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -55,19 +54,8 @@ pub async fn run(
     // a converge re-creating a schema the cleanup had just dropped).
     let written = ctx.written.clone();
     let w = &written;
-    let (store, writer) = reflector::store();
-    // A Tenant this version cannot decode is left out, not allowed to stop
-    // the watch for every other Tenant (see `ember_crds::undecodable`).
-    let tenant_watch = understood(
-        watcher(Api::<DeserializeGuard<Tenant>>::all(client.clone()), watcher::Config::default()),
-        store.clone(),
-    )
-    .modify(slim);
-    let tenants = reflector::reflector(writer, tenant_watch)
-        .default_backoff()
-        .applied_objects()
-        .predicate_filter(tenant_change, Default::default());
-    Controller::for_stream(tenants, store)
+    let (subscribed, store) = tenants;
+    Controller::for_shared_stream(tenant_watch::changes(subscribed, tenant_change), store)
         .watches_stream(changed_by_others::<Namespace>(&client, ours.clone(), w), owning_tenant)
         .watches_stream(quota_changes(&client, ours.clone(), w, &ctx.quotas), owning_tenant)
         .watches_stream(changed_by_others(&client, ours.clone(), w), owning_tenant::<LimitRange>)
@@ -96,12 +84,12 @@ pub async fn run(
 /// What, of a Tenant, calls for a pass: its spec (the generation, which
 /// deletion bumps too) and the platform admin's adoption annotation. Status
 /// writes and the finalizer — the operator's own — do not.
-fn tenant_change(tenant: &Tenant) -> Option<u64> {
+fn tenant_change(tenant: &Tenant) -> u64 {
     let mut hasher = DefaultHasher::new();
     tenant.meta().generation.hash(&mut hasher);
     tenant.meta().deletion_timestamp.is_some().hash(&mut hasher);
     tenant.annotations().get(labels::ADOPT_DATABASE).hash(&mut hasher);
-    Some(hasher.finish())
+    hasher.finish()
 }
 
 /// Watch events of one child kind that someone other than the operator
