@@ -16,6 +16,10 @@
 //! no HTTP): a quick loop to run under `perf record`.
 //! EMBER_BENCH_HTTP_ONLY=1 measures the short set in-process and over HTTP
 //! only (no references, no long set): a quicker loop for the HTTP path.
+//! EMBER_BENCH_SETS=long (or `short`; default both) measures only those
+//! sets, and EMBER_BENCH_REFERENCES=onnxruntime (or `torch`; default both)
+//! only those references: a quicker A/B loop for one row. The HTTP rows need
+//! the short set.
 //!
 //! HTTP: a real server in this process on a loopback port, driven by
 //! clients that each send one short sentence per request, back to back, as
@@ -502,17 +506,29 @@ fn main() {
     let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), MAX_TOKENS).unwrap();
     let flag = |name: &str| std::env::var(name).is_ok_and(|v| v == "1");
     let (ember_only, http_only) = (flag("EMBER_BENCH_EMBER_ONLY"), flag("EMBER_BENCH_HTTP_ONLY"));
-    let mut sets = vec![TextSet::new("short", short_sentences(), &tokenizer)];
-    if !http_only {
+    let listed = |name: &str, item: &str| std::env::var(name).map_or(true, |v| v.split(',').any(|i| i.trim() == item));
+    let mut sets = Vec::new();
+    if listed("EMBER_BENCH_SETS", "short") {
+        sets.push(TextSet::new("short", short_sentences(), &tokenizer));
+    }
+    if !http_only && listed("EMBER_BENCH_SETS", "long") {
         sets.push(TextSet::new("long", long_paragraphs(&tokenizer), &tokenizer));
     }
+    assert!(!sets.is_empty(), "EMBER_BENCH_SETS names no set (short, long)");
     let rounds: usize = std::env::var("EMBER_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(2).max(1);
-    let references: &[Reference] = if ember_only || http_only { &[] } else { &Reference::ALL };
+    let references: Vec<Reference> = if ember_only || http_only {
+        Vec::new()
+    } else {
+        Reference::ALL.into_iter().filter(|r| listed("EMBER_BENCH_REFERENCES", r.backend())).collect()
+    };
+    let references = references.as_slice();
+    // HTTP rows send the short set's sentences.
+    let with_http = !ember_only && sets[0].name == "short";
 
     // The server runs for the whole bench (idle while the others measure),
     // so its rows can alternate with in-process ember and the references.
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let server = (!ember_only).then(|| {
+    let server = with_http.then(|| {
         let delay = format!("--max-delay-ms={MAX_DELAY_MS}");
         runtime.block_on(TestServer::start(minilm_args(&["--max-batch-size=32", &delay, "--queue-capacity=256"])))
     });
@@ -535,7 +551,7 @@ fn main() {
     for (set, result) in sets.iter().zip(&results) {
         print_set(set, result, threads, rounds);
     }
-    if !ember_only {
+    if with_http {
         print_http(&http, &results[0].ember, rounds);
     }
 }
