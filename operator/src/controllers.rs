@@ -20,10 +20,10 @@ pub async fn run(
     let shutdown = shutdown.boxed().shared();
     // One Tenant watch for both; each subscribes before it starts.
     let tenants = TenantWatch::new();
-    let (for_tenants, for_models, store) = (tenants.subscribe(), tenants.subscribe(), tenants.store());
+    let (for_tenants, for_models) = (tenants.subscribe(), tenants.subscribe());
     tokio::join!(
         tenants.run(ctx.client.clone(), shutdown.clone()),
-        tenant::run(ctx.clone(), (for_tenants, store.clone()), concurrency, shutdown.clone()),
-        model_deployment::run(ctx, (for_models, store), concurrency, shutdown),
+        tenant::run(ctx.clone(), for_tenants, concurrency, shutdown.clone()),
+        model_deployment::run(ctx, for_models, concurrency, shutdown),
     );
 }

@@ -42,13 +42,9 @@ impl TenantWatch {
         Self { store, writer }
     }
 
-    /// The cache every subscriber reads (filled by [`Self::run`]).
-    pub fn store(&self) -> Store<Tenant> {
-        self.store.clone()
-    }
-
-    /// A stream of every Tenant the watch applies, from now on. Subscribe
-    /// before [`Self::run`] starts, or the first events are missed.
+    /// A stream of every Tenant the watch applies, from now on; its
+    /// `reader()` is the shared cache. Subscribe before [`Self::run`]
+    /// starts, or the first events are missed.
     pub fn subscribe(&self) -> ReflectHandle<Tenant> {
         self.writer.subscribe().expect("the writer was made by store_shared")
     }

@@ -96,7 +96,7 @@ impl Deref for ModelContext {
 /// Runs the ModelDeployment controller until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
-    tenants: (ReflectHandle<Tenant>, Store<Tenant>),
+    tenant_subscription: ReflectHandle<Tenant>,
     concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -126,8 +126,8 @@ pub async fn run(
     let (budgets, budget_events) = cached::<PodDisruptionBudget>(&client, ours.clone(), written);
     // Of a Tenant, only what serving depends on wakes its ModelDeployments:
     // not the Tenant controller's every status write.
-    let (subscribed, tenants) = tenants;
-    let tenant_events = tenant_watch::changes(subscribed, serving_change);
+    let tenants = tenant_subscription.reader();
+    let tenant_events = tenant_watch::changes(tenant_subscription, serving_change);
     let (pods, pod_writer) = reflector::store();
     let pod_events = reflector::reflector(pod_writer, watcher(Api::<Pod>::all(client), ours).modify(slim_pod))
         .default_backoff()

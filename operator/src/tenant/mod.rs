@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, S
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::reflector::{ObjectRef, ReflectHandle, Store};
+use kube::runtime::reflector::{ObjectRef, ReflectHandle};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
@@ -35,7 +35,7 @@ use quota_gate::QuotaGate;
 /// Runs the Tenant controller until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
-    tenants: (ReflectHandle<Tenant>, Store<Tenant>),
+    tenants: ReflectHandle<Tenant>,
     concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -54,8 +54,8 @@ pub async fn run(
     // a converge re-creating a schema the cleanup had just dropped).
     let written = ctx.written.clone();
     let w = &written;
-    let (subscribed, store) = tenants;
-    Controller::for_shared_stream(tenant_watch::changes(subscribed, tenant_change), store)
+    let store = tenants.reader();
+    Controller::for_shared_stream(tenant_watch::changes(tenants, tenant_change), store)
         .watches_stream(changed_by_others::<Namespace>(&client, ours.clone(), w), owning_tenant)
         .watches_stream(quota_changes(&client, ours.clone(), w, &ctx.quotas), owning_tenant)
         .watches_stream(changed_by_others(&client, ours.clone(), w), owning_tenant::<LimitRange>)
