@@ -14,40 +14,39 @@
 //! this many rounds (default 2); each row reports its best round.
 //! EMBER_BENCH_EMBER_ONLY=1 measures ember in-process only (no references,
 //! no HTTP): a quick loop to run under `perf record`.
-//! EMBER_BENCH_HTTP_ONLY=1 measures the short set in-process and over HTTP
-//! only (no references, no long set): a quicker loop for the HTTP path.
+//! EMBER_BENCH_HTTP_ONLY=1 measures only the HTTP rows, each with its own
+//! in-process side (no references, no long set, no in-process table): a
+//! quicker loop for the HTTP path.
 //! EMBER_BENCH_SETS=long (or `short`; default both) measures only those
 //! sets, and EMBER_BENCH_REFERENCES=onnxruntime (or `torch`; default both)
 //! only those references: a quicker A/B loop for one row. The HTTP rows need
 //! the short set.
 //!
-//! HTTP: a real server in this process on a loopback port, driven by
-//! clients that each send one short sentence per request, back to back, as
-//! v2 JSON (`text` input), v2 binary (the binary tensor data extension, in
-//! and out) or `/v1/embeddings`. The HTTP rows take part in the same
-//! alternating rounds (each keeps its best round), so one client's row is
-//! measured minutes apart from in-process batch 1 at most, not once at the
-//! end.
+//! HTTP (`http.rs`): the `ember-runtime` binary on a loopback port, driven
+//! by minimal clients that each send one short sentence per request, back to
+//! back, as v2 JSON (`text` input), v2 binary (the binary tensor data
+//! extension, in and out) or `/v1/embeddings`, with 1, 4 and 16 clients.
+//! Each row is measured in short slices alternating with the in-process
+//! batch it is compared with, in every round.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
+mod http;
+mod reference;
+
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use burn::tensor::Device;
-use bytes::Bytes;
 use ember_runtime::model::{Architecture, Item, Model, ModelFiles, Task};
 use ember_runtime::tokenize::TextTokenizer;
-use serde_json::{Value, json};
-use support::{TestServer, minilm_args, minilm_dir};
+use http::HttpBench;
+use reference::{Measured, Reference, run_reference};
+use support::minilm_dir;
 
 const BATCHES: [usize; 3] = [1, 8, 32];
-const CLIENTS: [usize; 3] = [1, 4, 16];
-/// The server's `--max-delay-ms`; part of the p99 bound the bench checks.
-const MAX_DELAY_MS: f64 = 2.0;
 /// Each measurement runs at least this long (and at least 3 rounds).
 const MIN_TIME: Duration = Duration::from_secs(3);
 /// Where sentence-transformers truncates all-MiniLM-L6-v2; ember serves the same.
@@ -190,194 +189,6 @@ fn in_process(model: &Model, texts: &[String], batch: usize) -> Row {
     }
 }
 
-/// The HTTP endpoints the bench drives, one sentence per request.
-#[derive(Debug, Clone, Copy)]
-enum Endpoint {
-    V2Json,
-    V2Binary,
-    OpenAi,
-}
-
-impl Endpoint {
-    const ALL: [Endpoint; 3] = [Endpoint::V2Json, Endpoint::V2Binary, Endpoint::OpenAi];
-
-    fn path(self) -> &'static str {
-        match self {
-            Endpoint::V2Json | Endpoint::V2Binary => "/v2/models/minilm/infer",
-            Endpoint::OpenAi => "/v1/embeddings",
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Endpoint::V2Json => "HTTP v2 JSON",
-            Endpoint::V2Binary => "HTTP v2 binary",
-            Endpoint::OpenAi => "HTTP /v1/embeddings",
-        }
-    }
-
-    /// The request body and, for the binary extension, the JSON header's
-    /// length (`Inference-Header-Content-Length`). Built before the clock
-    /// starts: what the client spends encoding is not the server's cost.
-    fn request(self, sentence: &str) -> (Bytes, Option<usize>) {
-        match self {
-            Endpoint::V2Json => {
-                let body = json!({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [sentence]}]});
-                (serde_json::to_vec(&body).unwrap().into(), None)
-            }
-            Endpoint::V2Binary => {
-                // The text as one BYTES element (u32 length, then UTF-8), and
-                // the embedding asked back as raw little-endian f32.
-                let size = 4 + sentence.len();
-                let header = json!({
-                    "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES",
-                                "parameters": {"binary_data_size": size}}],
-                    "parameters": {"binary_data_output": true},
-                });
-                let mut body = serde_json::to_vec(&header).unwrap();
-                let header_length = body.len();
-                body.extend_from_slice(&(sentence.len() as u32).to_le_bytes());
-                body.extend_from_slice(sentence.as_bytes());
-                (body.into(), Some(header_length))
-            }
-            Endpoint::OpenAi => {
-                let body = json!({"input": sentence, "model": "minilm"});
-                (serde_json::to_vec(&body).unwrap().into(), None)
-            }
-        }
-    }
-}
-
-/// The same clients and texts each round, so a row's rounds are comparable.
-struct HttpRun {
-    endpoint: Endpoint,
-    clients: usize,
-}
-
-fn http_runs() -> Vec<HttpRun> {
-    Endpoint::ALL
-        .iter()
-        .flat_map(|&endpoint| CLIENTS.iter().map(move |&clients| HttpRun { endpoint, clients }))
-        .collect()
-}
-
-async fn over_http(url: &str, run: &HttpRun, sentences: &[String]) -> Row {
-    let HttpRun { endpoint, clients } = *run;
-    let requests: Arc<Vec<(Bytes, Option<usize>)>> = Arc::new(sentences.iter().map(|s| endpoint.request(s)).collect());
-    let client = reqwest::Client::new();
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let (client, url, requests) = (client.clone(), url.to_owned(), requests.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut i = c;
-            while started.elapsed() < MIN_TIME || latencies.len() < 10 {
-                let (body, header_length) = &requests[i % requests.len()];
-                let t0 = Instant::now();
-                let mut request = client.post(&url).body(body.clone());
-                request = match header_length {
-                    Some(length) => request
-                        .header("content-type", "application/octet-stream")
-                        .header("inference-header-content-length", *length),
-                    None => request.header("content-type", "application/json"),
-                };
-                let response = request.send().await.unwrap();
-                assert_eq!(response.status(), 200);
-                response.bytes().await.unwrap();
-                latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
-                i += clients;
-            }
-            latencies
-        }));
-    }
-    let mut latencies = Vec::new();
-    for t in tasks {
-        latencies.extend(t.await.unwrap());
-    }
-    let per_second = latencies.len() as f64 / started.elapsed().as_secs_f64();
-    Row {
-        label: format!("ember {}, {clients} client(s), 1 sentence/request", endpoint.name()),
-        per_second,
-        p50_ms: percentile(&mut latencies, 0.5),
-        p99_ms: percentile(&mut latencies, 0.99),
-    }
-}
-
-/// One round of every HTTP row against `server`, short set.
-async fn http_round(server: &TestServer, sentences: &[String]) -> Vec<Row> {
-    let mut rows = Vec::new();
-    for run in http_runs() {
-        rows.push(over_http(&server.url(run.endpoint.path()), &run, sentences).await);
-    }
-    rows
-}
-
-/// A reference stack timed by `scripts/bench_reference.py`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Reference {
-    OnnxRuntime,
-    PyTorch,
-}
-
-impl Reference {
-    const ALL: [Reference; 2] = [Reference::OnnxRuntime, Reference::PyTorch];
-
-    fn backend(self) -> &'static str {
-        match self {
-            Reference::OnnxRuntime => "onnxruntime",
-            Reference::PyTorch => "torch",
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Reference::OnnxRuntime => "ONNX Runtime",
-            Reference::PyTorch => "sentence-transformers",
-        }
-    }
-}
-
-/// A reference's best rows so far and its version string.
-struct Measured {
-    version: String,
-    rows: Vec<Row>,
-}
-
-fn run_reference(reference: Reference, model_dir: &Path, texts: &[String], threads: usize) -> Option<Measured> {
-    let python = std::env::var("EMBER_BENCH_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), serde_json::to_vec(texts).unwrap()).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench_reference.py");
-    let batches = BATCHES.map(|b| b.to_string()).join(",");
-    let output = std::process::Command::new(&python)
-        .env("EMBER_BENCH_THREADS", threads.to_string())
-        .arg(script)
-        .arg(reference.backend())
-        .arg(model_dir)
-        .arg(file.path())
-        .arg(batches)
-        .output()
-        .ok()?;
-    if !output.status.success() {
-        eprintln!("{} reference skipped ({python}): {}", reference.label(), String::from_utf8_lossy(&output.stderr));
-        return None;
-    }
-    let report: Value = serde_json::from_slice(&output.stdout).ok()?;
-    let version = format!("{}, {} threads", report["version"].as_str()?, report["threads"]);
-    let rows = report["results"]
-        .as_array()?
-        .iter()
-        .map(|r| Row {
-            label: format!("{}, batch {}", reference.label(), r["batch"]),
-            per_second: r["sentences_per_s"].as_f64().unwrap_or(0.0),
-            p50_ms: r["p50_ms"].as_f64().unwrap_or(0.0),
-            p99_ms: r["p99_ms"].as_f64().unwrap_or(0.0),
-        })
-        .collect();
-    Some(Measured { version, rows })
-}
-
 /// In-process figures for one text set: ember and each reference, the
 /// best round so far.
 struct SetResult {
@@ -447,42 +258,6 @@ fn print_set(set: &TextSet, result: &SetResult, threads: usize, rounds: usize) {
     }
 }
 
-/// The in-process batch an HTTP row is bounded by: the smallest measured
-/// batch that holds one request from every client.
-fn batch_for(clients: usize) -> usize {
-    BATCHES.iter().position(|&b| b >= clients).unwrap_or(BATCHES.len() - 1)
-}
-
-/// HTTP rows (in `http_runs()` order) against in-process `in_process`.
-fn print_http(rows: &[Row], in_process: &[Row], rounds: usize) {
-    println!(
-        "\nHTTP, short set, `--max-batch-size 32 --max-delay-ms {MAX_DELAY_MS}`, one sentence per request, best of \
-         {rounds} rounds alternating with in-process\n"
-    );
-    println!("| run | sentences/s | p50 ms | p99 ms | / in-process | p99 ≤ max delay + one batch's p99 |");
-    println!("|---|---:|---:|---:|---:|---|");
-    for (run, row) in http_runs().iter().zip(rows) {
-        // One client is compared with in-process batch 1, more clients with
-        // the largest batch (what dynamic batching can at best reach).
-        let at = if run.clients == 1 { 0 } else { BATCHES.len() - 1 };
-        let share = 100.0 * row.per_second / in_process[at].per_second;
-        // The issue's goals are about 1 and 16 clients; 4 is shown for shape.
-        let goal = match run.clients {
-            1 | 16 if share >= 90.0 => " (goal ≥ 90 %: met)",
-            1 | 16 => " (goal ≥ 90 %: **not met**)",
-            _ => "",
-        };
-        let bound_at = batch_for(run.clients);
-        let bound = MAX_DELAY_MS + in_process[bound_at].p99_ms;
-        let within = if row.p99_ms <= bound { "yes" } else { "**no**" };
-        println!(
-            "| {} | {:.0} | {:.1} | {:.1} | {share:.0} % of batch {}{goal} | {within} ({MAX_DELAY_MS} + batch {} p99 = \
-             {bound:.1} ms) |",
-            row.label, row.per_second, row.p50_ms, row.p99_ms, BATCHES[at], BATCHES[bound_at]
-        );
-    }
-}
-
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` does not, and
     // a multi-minute benchmark has no place in a test run.
@@ -527,31 +302,25 @@ fn main() {
 
     // The server runs for the whole bench (idle while the others measure),
     // so its rows can alternate with in-process ember and the references.
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let server = with_http.then(|| {
-        let delay = format!("--max-delay-ms={MAX_DELAY_MS}");
-        runtime.block_on(TestServer::start(minilm_args(&["--max-batch-size=32", &delay, "--queue-capacity=256"])))
-    });
+    let mut http = with_http.then(|| HttpBench::start(&dir, threads));
     let mut results: Vec<SetResult> = sets.iter().map(|_| SetResult::new(references)).collect();
-    let mut http: Vec<Row> = Vec::new();
     for _ in 0..rounds {
-        for (set, result) in sets.iter().zip(&mut results) {
-            measure_round(&model, set, &dir, threads, result);
+        // HTTP rows carry their own in-process side; the table is skipped.
+        if !http_only {
+            for (set, result) in sets.iter().zip(&mut results) {
+                measure_round(&model, set, &dir, threads, result);
+            }
         }
-        if let Some(server) = &server {
-            let round = runtime.block_on(http_round(server, &sets[0].texts));
-            http = keep_best(std::mem::take(&mut http), round);
+        if let Some(http) = &mut http {
+            http.round(&model, &sets[0].texts);
         }
     }
-    drop(model);
-    if let Some(server) = server {
-        runtime.block_on(server.stop()).unwrap();
+    if !http_only {
+        for (set, result) in sets.iter().zip(&results) {
+            print_set(set, result, threads, rounds);
+        }
     }
-
-    for (set, result) in sets.iter().zip(&results) {
-        print_set(set, result, threads, rounds);
-    }
-    if with_http {
-        print_http(&http, &results[0].ember, rounds);
+    if let Some(http) = &http {
+        http.print(rounds);
     }
 }
