@@ -1,8 +1,9 @@
 //! Dynamic batching. Requests go into a bounded queue; one dedicated
 //! inference thread (off the async runtime) owns the model, merges queued
 //! requests into batches of at most `max_batch_size` items, waiting up to
-//! `max_delay` for more once a batch has started, runs the model and answers
-//! each request. A full queue refuses new work at once (HTTP 429) instead of
+//! `max_delay` for more once a batch has started (but only for as many as
+//! recent batches had: see `RecentDemand`), runs the model and answers each
+//! request. A full queue refuses new work at once (HTTP 429) instead of
 //! growing without bound.
 
 use std::panic::AssertUnwindSafe;
@@ -152,6 +153,47 @@ fn catch_panics<R>(f: impl FnOnce() -> Result<R>) -> Result<R> {
     })
 }
 
+/// How many requests the next batch may wait for: the largest demand of
+/// the last few batches, a batch's demand being the requests it carried
+/// plus those that queued up while it ran.
+///
+/// Waiting `max_delay` for company only pays when requests come in
+/// together, and only until they are all in:
+/// - a lone client sending one request at a time (demand 1) would pay the
+///   whole delay on every request (2 ms of a 5 ms sentence), so it waits for
+///   nobody;
+/// - clients that send their next request as soon as they are answered
+///   (demand N) are all back a fraction of a millisecond after their batch,
+///   and the rest of the delay would be idle time on every batch, so the
+///   wait ends once N requests are in;
+/// - requests that arrive independently of the answers still get the whole
+///   delay while the recent demand is above what has arrived.
+///
+/// Counting what queued up during the run keeps a group together: if some
+/// clients miss a batch, they queue up while it runs, and the next batch
+/// waits for the whole group again instead of the group splitting in two
+/// for good. The few batches of memory make a single late batch no reason
+/// to stop waiting, and a group that shrinks is forgotten after them.
+#[derive(Debug, Default)]
+struct RecentDemand {
+    last: [usize; RecentDemand::BATCHES],
+    next: usize,
+}
+
+impl RecentDemand {
+    const BATCHES: usize = 4;
+
+    fn record(&mut self, requests: usize) {
+        self.last[self.next] = requests;
+        self.next = (self.next + 1) % Self::BATCHES;
+    }
+
+    /// 0 before the first batch: the first request waits for nobody.
+    fn expected(&self) -> usize {
+        self.last.iter().copied().max().unwrap_or(0)
+    }
+}
+
 struct InferenceWorker {
     jobs: Receiver<Job>,
     depth: Arc<AtomicUsize>,
@@ -162,13 +204,7 @@ struct InferenceWorker {
 impl InferenceWorker {
     fn run(self, model: &Model) {
         let mut held_over: Option<Job> = None;
-        // Waiting `max_delay` for company only pays when requests come in
-        // together. A lone client sending one request at a time would pay
-        // the whole delay on every request (2 ms of a 10 ms sentence), so
-        // the wait is skipped after a batch that found no company, and
-        // resumes as soon as a batch gathers more than one request (what is
-        // already queued is always taken).
-        let mut expect_company = false;
+        let mut demand = RecentDemand::default();
         loop {
             let first = match held_over.take() {
                 Some(job) => job,
@@ -178,11 +214,16 @@ impl InferenceWorker {
                     Err(_) => return,
                 },
             };
-            let delay = if expect_company { self.policy.max_delay } else { Duration::ZERO };
-            let (batch, next) = self.fill_batch(first, delay);
+            let expected = demand.expected();
+            let delay = if expected > 1 { self.policy.max_delay } else { Duration::ZERO };
+            let (batch, next) = self.fill_batch(first, delay, expected);
             held_over = next;
-            expect_company = batch.len() > 1 || held_over.is_some();
+            let requests = batch.len();
             self.run_batch(model, batch);
+            // Those that queued up while the batch ran would have ridden in
+            // it, had they been a little quicker.
+            let queued = self.depth.load(Ordering::Acquire) + usize::from(held_over.is_some());
+            demand.record(requests + queued);
         }
     }
 
@@ -193,15 +234,20 @@ impl InferenceWorker {
     }
 
     /// Adds queued jobs to `first` until the batch is full, `delay` is
-    /// over or the queue is empty. A job that would overflow the batch is
-    /// returned to start the next one (jobs are never split here, so each is
-    /// answered by exactly one model call).
-    fn fill_batch(&self, first: Job, delay: Duration) -> (Vec<Job>, Option<Job>) {
+    /// over or the queue is empty once the batch holds `expected` requests
+    /// (what is already queued is always taken). A job that would overflow
+    /// the batch is returned to start the next one (jobs are never split
+    /// here, so each is answered by exactly one model call).
+    fn fill_batch(&self, first: Job, delay: Duration, expected: usize) -> (Vec<Job>, Option<Job>) {
         let deadline = Instant::now() + delay;
         let mut size = first.items.len();
         let mut batch = vec![first];
         while size < self.policy.max_batch_size {
-            let remaining = deadline.saturating_duration_since(Instant::now());
+            let remaining = if batch.len() >= expected {
+                Duration::ZERO
+            } else {
+                deadline.saturating_duration_since(Instant::now())
+            };
             let next = if remaining.is_zero() {
                 self.jobs.try_recv().map_err(|_| RecvTimeoutError::Timeout)
             } else {
@@ -255,5 +301,36 @@ impl InferenceWorker {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RecentDemand;
+
+    #[test]
+    fn nobody_is_expected_before_the_first_batch() {
+        assert_eq!(RecentDemand::default().expected(), 0);
+    }
+
+    #[test]
+    fn the_largest_recent_demand_is_expected() {
+        let mut demand = RecentDemand::default();
+        for requests in [16, 15, 16, 3] {
+            demand.record(requests);
+        }
+        assert_eq!(demand.expected(), 16);
+    }
+
+    #[test]
+    fn a_group_that_shrank_is_forgotten_after_a_few_batches() {
+        let mut demand = RecentDemand::default();
+        demand.record(16);
+        for _ in 1..RecentDemand::BATCHES {
+            demand.record(1);
+        }
+        assert_eq!(demand.expected(), 16, "still within memory");
+        demand.record(1);
+        assert_eq!(demand.expected(), 1);
     }
 }

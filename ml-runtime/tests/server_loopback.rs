@@ -145,3 +145,44 @@ async fn a_lone_client_is_not_held_for_the_batching_delay() {
     assert!(started.elapsed() < Duration::from_secs(30), "lone requests waited for the batching delay");
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_answered_together_are_not_held_for_the_batching_delay() {
+    // Four clients that each send their next request as soon as the last is
+    // answered. A batcher that waited out the delay for company on every
+    // batch would take at least ROUNDS - 1 delays (9 s); one that stops
+    // waiting once the group is back waits out the delay only where the
+    // clients drift out of step (at the end, at most once per group).
+    const ROUNDS: usize = 10;
+    let delay = Duration::from_secs(1);
+    let server = TestServer::start(minilm_args(&[&format!("--max-delay-ms={}", delay.as_millis())])).await;
+    let client = reqwest::Client::new();
+    let url = server.url("/v2/models/minilm/infer");
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(4));
+    let started = std::time::Instant::now();
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        let (client, url, start) = (client.clone(), url.clone(), start.clone());
+        clients.push(tokio::spawn(async move {
+            start.wait().await;
+            for r in 0..ROUNDS {
+                let text = format!("client {c} sends request number {r}");
+                let response = client.post(&url).json(&infer_body(&[&text])).send().await.unwrap();
+                assert_eq!(response.status(), 200);
+            }
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < 6 * delay,
+        "{ROUNDS} rounds of 4 clients took {elapsed:?}: batches waited for company already in"
+    );
+    let text = metrics_text(&client, &server).await;
+    let batches = metric(&text, "ember_batch_size_count");
+    let single = metric(&text, "ember_batch_size_bucket{le=\"1.0\"}");
+    assert!(single < batches, "the clients were never batched together:\n{text}");
+    server.stop().await.unwrap();
+}

@@ -173,7 +173,11 @@ impl ServerProcess {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let log = tempfile::NamedTempFile::new().unwrap();
         let file = |name: &str| model_dir.join(name).to_string_lossy().into_owned();
-        let child = Command::new(env!("CARGO_BIN_EXE_ember-runtime"))
+        // EMBER_BENCH_SERVER: another build of the server, for A/B runs of
+        // a server change with the same bench binary.
+        let binary =
+            std::env::var("EMBER_BENCH_SERVER").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ember-runtime").to_owned());
+        let child = Command::new(&binary)
             .args([
                 "--model-name=minilm".to_owned(),
                 format!("--model-uri={}", file("model.safetensors")),
@@ -191,7 +195,7 @@ impl ServerProcess {
             .stdout(log.reopen().unwrap())
             .stderr(log.reopen().unwrap())
             .spawn()
-            .expect("start the ember-runtime binary");
+            .unwrap_or_else(|e| panic!("start {binary}: {e}"));
         let mut server = ServerProcess { child, address: SocketAddr::from(([127, 0, 0, 1], port)), log };
         server.wait_until_ready(Duration::from_secs(120));
         server

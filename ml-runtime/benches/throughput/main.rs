@@ -16,7 +16,8 @@
 //! no HTTP): a quick loop to run under `perf record`.
 //! EMBER_BENCH_HTTP_ONLY=1 measures only the HTTP rows, each with its own
 //! in-process side (no references, no long set, no in-process table): a
-//! quicker loop for the HTTP path.
+//! quicker loop for the HTTP path. EMBER_BENCH_SERVER=/path/to/ember-runtime
+//! serves the HTTP rows from another build (A/B runs of a server change).
 //! EMBER_BENCH_SETS=long (or `short`; default both) measures only those
 //! sets, and EMBER_BENCH_REFERENCES=onnxruntime (or `torch`; default both)
 //! only those references: a quicker A/B loop for one row. The HTTP rows need
