@@ -113,13 +113,15 @@ impl Endpoint {
 struct Connection {
     stream: TcpStream,
     buffer: Vec<u8>,
+    /// Where the last answer's body starts in `buffer`.
+    body_start: usize,
 }
 
 impl Connection {
     fn open(address: SocketAddr) -> std::io::Result<Connection> {
         let stream = TcpStream::connect(address)?;
         stream.set_nodelay(true)?;
-        Ok(Connection { stream, buffer: Vec::with_capacity(16 * 1024) })
+        Ok(Connection { stream, buffer: Vec::with_capacity(16 * 1024), body_start: 0 })
     }
 
     /// Sends `request` and reads the answer; returns its status code.
@@ -144,7 +146,13 @@ impl Connection {
         while self.buffer.len() < head_end + length {
             self.fill()?;
         }
+        self.body_start = head_end;
         Ok(status)
+    }
+
+    /// The last answer's body.
+    fn body(&self) -> &[u8] {
+        &self.buffer[self.body_start..]
     }
 
     fn fill(&mut self) -> std::io::Result<()> {
@@ -226,6 +234,39 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The server's own counters of its batches (`/metrics`): how the batcher
+/// grouped a row's requests and how busy the model was.
+#[derive(Debug, Default, Clone, Copy)]
+struct BatchCounters {
+    batches: f64,
+    items: f64,
+    model_seconds: f64,
+}
+
+impl BatchCounters {
+    fn read(address: SocketAddr) -> BatchCounters {
+        let mut connection = Connection::open(address).unwrap();
+        assert_eq!(connection.exchange(b"GET /metrics HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n").unwrap(), 200);
+        let text = String::from_utf8_lossy(connection.body()).into_owned();
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("no {name} in the server's metrics"))
+        };
+        BatchCounters {
+            batches: value("ember_batch_size_count"),
+            items: value("ember_batch_size_sum"),
+            model_seconds: value("ember_inference_duration_seconds_sum"),
+        }
+    }
+
+    fn add_since(&mut self, before: BatchCounters, after: BatchCounters) {
+        self.batches += after.batches - before.batches;
+        self.items += after.items - before.items;
+        self.model_seconds += after.model_seconds - before.model_seconds;
     }
 }
 
@@ -317,12 +358,21 @@ struct Pair {
     batch: usize,
     in_process: Samples,
     http: Samples,
+    /// The server's batches during the HTTP slices.
+    server: BatchCounters,
 }
 
 impl Pair {
     fn new(endpoint: Endpoint, clients: usize) -> Pair {
         let batch = *BATCHES.iter().find(|&&b| b >= clients).unwrap_or(&MAX_BATCH_SIZE);
-        Pair { endpoint, clients, batch, in_process: Samples::default(), http: Samples::default() }
+        Pair {
+            endpoint,
+            clients,
+            batch,
+            in_process: Samples::default(),
+            http: Samples::default(),
+            server: BatchCounters::default(),
+        }
     }
 
     /// One round: `SLICES` slices of each side, A B B A A B …, so a drift
@@ -343,13 +393,21 @@ impl Pair {
         for slice in 0..SLICES {
             let http_first = slice % 2 == 1;
             if http_first {
-                self.http.add(http_slice(&mut connections, &requests, SLICE));
+                self.http_slice(&mut connections, &requests, address);
             }
             self.in_process.add(in_process_slice(model, &chunks, SLICE));
             if !http_first {
-                self.http.add(http_slice(&mut connections, &requests, SLICE));
+                self.http_slice(&mut connections, &requests, address);
             }
         }
+    }
+}
+
+impl Pair {
+    fn http_slice(&mut self, connections: &mut [Connection], requests: &[Vec<u8>], address: SocketAddr) {
+        let before = BatchCounters::read(address);
+        self.http.add(http_slice(connections, requests, SLICE));
+        self.server.add_since(before, BatchCounters::read(address));
     }
 }
 
@@ -384,10 +442,10 @@ impl HttpBench {
             SLICE.as_millis()
         );
         println!(
-            "| run | sentences/s | p50 ms | p99 ms | in-process batch, same slices (sentences/s, p99 ms) | HTTP / \
-             in-process | p99 ≤ max delay + the batch's p99 |"
+            "| run | sentences/s | p50 ms | p99 ms | in-process batch, same slices (sentences/s, p50, p99 ms) | HTTP / \
+             in-process | p99 ≤ max delay + the batch's p99 | server: mean batch, model busy |"
         );
-        println!("|---|---:|---:|---:|---|---:|---|");
+        println!("|---|---:|---:|---:|---|---:|---|---|");
         for pair in &self.pairs {
             let label = format!("ember {}, {} client(s)", pair.endpoint.name(), pair.clients);
             let http = pair.http.row(label);
@@ -401,15 +459,19 @@ impl HttpBench {
             };
             let bound = MAX_DELAY_MS as f64 + in_process.p99_ms;
             let within = if http.p99_ms <= bound { "yes" } else { "**no**" };
+            let server = pair.server;
+            let (mean_batch, busy) =
+                (server.items / server.batches.max(1.0), 100.0 * server.model_seconds / pair.http.seconds);
             println!(
-                "| {} | {:.0} | {:.1} | {:.1} | batch {}: {:.0}, {:.1} | {share:.0} %{goal} | {within} ({bound:.1} \
-                 ms) |",
+                "| {} | {:.0} | {:.1} | {:.1} | batch {}: {:.0}, {:.1}, {:.1} | {share:.0} %{goal} | {within} \
+                 ({bound:.1} ms) | {mean_batch:.1}, {busy:.0} % |",
                 http.label,
                 http.per_second,
                 http.p50_ms,
                 http.p99_ms,
                 pair.batch,
                 in_process.per_second,
+                in_process.p50_ms,
                 in_process.p99_ms
             );
         }
