@@ -42,6 +42,8 @@
 //! operator's round and 15 s from inside each baseline.
 #![allow(clippy::unwrap_used)]
 
+mod counters;
+mod cpu;
 mod model_deployments;
 mod served;
 
@@ -49,6 +51,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use counters::{Counters, Order, Table};
+use cpu::cpu_seconds_by_process;
 use ember_crds::conditions::is_ready_at;
 use ember_crds::tenant::Tenant;
 use ember_operator::apply::{apply_cluster, apply_namespaced};
@@ -66,7 +70,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde::de::DeserializeOwned;
-use served::Served;
+use served::api_server_counters;
 use tokio::sync::Mutex;
 
 /// The identity the operator acts as.
@@ -167,15 +171,15 @@ async fn main() {
         // request it authorizes, and the controller-manager resyncs every
         // quota, so the operator's round and each baseline must start with the
         // same objects in place (the earlier rounds' Tenants) and add N each.
-        let mut best = (Duration::MAX, 0, CpuSeconds::default(), Served::default());
+        let mut best = (Duration::MAX, 0, Counters::default(), Counters::default());
         for concurrency in BASELINE_CONCURRENCY {
             let prefix = format!("raw{round}c{concurrency}");
             let cpu_before = cpu_seconds_by_process();
-            let served_before = Served::now(&admin).await;
+            let served_before = api_server_counters(&admin).await;
             let profiling = profile(format!("apiserver-baseline-{n}-c{concurrency}.pprof"), 15);
             let took = baseline(&as_operator, &prefix, n, concurrency).await;
             if took < best.0 {
-                let served = Served::now(&admin).await.since(&served_before);
+                let served = api_server_counters(&admin).await.since(&served_before);
                 best = (took, concurrency, cpu_seconds_by_process().since(&cpu_before), served);
             }
             finish_profile(profiling).await;
@@ -184,11 +188,11 @@ async fn main() {
         let before = reconciles_total(health).await;
         let writes_before = cp.audited_writes().len();
         let cpu_before = cpu_seconds_by_process();
-        let served_before = Served::now(&admin).await;
+        let served_before = api_server_counters(&admin).await;
         let profiling = profile(format!("apiserver-operator-{n}.pprof"), 20);
         let (all_ready, mut latencies) = create_tenants(&admin, &format!("b{round}"), n, &tenant_spec()).await;
         let operator_cpu = cpu_seconds_by_process().since(&cpu_before);
-        let operator_served = Served::now(&admin).await.since(&served_before);
+        let operator_served = api_server_counters(&admin).await.since(&served_before);
         finish_profile(profiling).await;
         let reconciles = reconciles_total(health).await - before;
         let writes = writes_by_request(&cp.audited_writes()[writes_before..]);
@@ -208,7 +212,10 @@ async fn main() {
     if let Some((n, operator_cpu, baseline_cpu, writes, operator_served, baseline_served)) = cpu_of_last_round {
         print_cpu_table(n, &operator_cpu, &baseline_cpu);
         print_writes_table(n, "Tenant", &writes);
-        served::print_table(n, &operator_served, &baseline_served);
+        let heading = format!("served by the API server, N = {n}, per Tenant");
+        let table =
+            Table { heading: &heading, per: n as f64, decimals: 2, order: Order::Difference, with_total: false };
+        table.print(&operator_served, &baseline_served);
     }
 
     let mut in_place: usize = sizes.iter().sum();
@@ -623,69 +630,6 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-/// CPU seconds (user + system) used so far, per kind of process, by this
-/// benchmark and everything it started (the control plane, PostgreSQL and
-/// its backends, the operator).
-#[derive(Debug, Default, Clone)]
-struct CpuSeconds(HashMap<String, f64>);
-
-impl CpuSeconds {
-    fn since(&self, earlier: &CpuSeconds) -> CpuSeconds {
-        CpuSeconds(self.0.iter().map(|(k, v)| (k.clone(), v - earlier.0.get(k).copied().unwrap_or(0.0))).collect())
-    }
-
-    fn get(&self, kind: &str) -> f64 {
-        self.0.get(kind).copied().unwrap_or(0.0)
-    }
-
-    fn total(&self) -> f64 {
-        self.0.values().sum()
-    }
-}
-
-/// The kernel reports CPU times in USER_HZ ticks, 100 per second on Linux.
-const TICKS_PER_SECOND: f64 = 100.0;
-
-/// [`CpuSeconds`] of this process and its descendants, from `/proc`. A
-/// process's own times plus those of its children it has already reaped,
-/// so PostgreSQL backends that came and went still count.
-fn cpu_seconds_by_process() -> CpuSeconds {
-    let me = std::process::id();
-    let mut stats = HashMap::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        // `pid (comm) state ppid ...`: the command may hold spaces, so split after its `)`.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
-        let comm = stat[open + 1..close].to_owned();
-        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
-        let number = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-        // After the command: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14).
-        let ticks = number(11) + number(12) + number(13) + number(14);
-        stats.insert(pid, (number(1) as u32, comm, ticks));
-    }
-    let descends_from_me = |mut pid: u32| {
-        for _ in 0..64 {
-            if pid == me {
-                return true;
-            }
-            match stats.get(&pid) {
-                Some((parent, _, _)) if *parent != 0 => pid = *parent,
-                _ => return false,
-            }
-        }
-        false
-    };
-    let mut seconds = HashMap::new();
-    for (pid, (_, comm, ticks)) in &stats {
-        if descends_from_me(*pid) {
-            let kind = if *pid == me { "benchmark client".to_owned() } else { comm.clone() };
-            *seconds.entry(kind).or_insert(0.0) += ticks / TICKS_PER_SECOND;
-        }
-    }
-    CpuSeconds(seconds)
-}
-
 /// Write requests per (who, verb, resource), from the API server's audit log.
 fn writes_by_request(writes: &[ember_testenv::AuditedWrite]) -> Vec<(String, usize)> {
     let mut counts: HashMap<String, usize> = HashMap::new();
@@ -718,17 +662,8 @@ fn print_writes_table(n: usize, object: &str, writes: &[(String, usize)]) {
 }
 
 /// Where the CPU went in the operator's round and in the best baseline.
-fn print_cpu_table(n: usize, operator: &CpuSeconds, baseline: &CpuSeconds) {
-    let mut kinds: Vec<&String> = operator.0.keys().chain(baseline.0.keys()).collect();
-    kinds.sort();
-    kinds.dedup();
-    kinds.retain(|k| operator.get(k) >= 0.05 || baseline.get(k) >= 0.05);
-    kinds.sort_by(|a, b| operator.get(b).total_cmp(&operator.get(a)));
-    println!();
-    println!("| CPU seconds, N = {n} | operator round | best baseline |");
-    println!("|---|---:|---:|");
-    for kind in kinds {
-        println!("| {kind} | {:.1} | {:.1} |", operator.get(kind), baseline.get(kind));
-    }
-    println!("| all | {:.1} | {:.1} |", operator.total(), baseline.total());
+fn print_cpu_table(n: usize, operator: &Counters, baseline: &Counters) {
+    let heading = format!("CPU seconds, N = {n}");
+    Table { heading: &heading, per: 1.0, decimals: 1, order: Order::OperatorRound, with_total: true }
+        .print(operator, baseline);
 }

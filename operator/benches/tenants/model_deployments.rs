@@ -37,9 +37,11 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use tokio::sync::Mutex;
 
+use super::counters::Counters;
+use super::cpu::cpu_seconds_by_process;
 use super::{
-    BASELINE_CONCURRENCY, CONCURRENCY, CpuSeconds, cpu_seconds_by_process, create_tenants, percentile, print_cpu_table,
-    print_writes_table, reconciles_of, rss_mib, watch_ready, writes_by_request,
+    BASELINE_CONCURRENCY, CONCURRENCY, create_tenants, percentile, print_cpu_table, print_writes_table, reconciles_of,
+    rss_mib, watch_ready, writes_by_request,
 };
 
 /// ModelDeployments per Tenant (the Tenants' quota allows that many).
@@ -68,7 +70,7 @@ pub async fn round(cp: &ControlPlane, admin: &Client, as_operator: &Client, heal
     let rss = rss_mib(operator_pid);
     delete_models(admin, &models).await;
 
-    let mut best = (Duration::MAX, 0, CpuSeconds::default());
+    let mut best = (Duration::MAX, 0, Counters::default());
     for concurrency in BASELINE_CONCURRENCY {
         let cpu_before = cpu_seconds_by_process();
         let took = baseline(admin, as_operator, &models, concurrency).await;

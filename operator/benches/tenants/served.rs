@@ -4,37 +4,19 @@
 //! tells whether a round's extra API-server time is more requests, or the
 //! same requests costing more, or watch fan-out.
 
-use std::collections::HashMap;
-
 use kube::Client;
 
-/// Counter values by row name, as read at one moment.
-#[derive(Debug, Default, Clone)]
-pub struct Served(HashMap<String, f64>);
+use crate::counters::Counters;
 
-impl Served {
-    /// The API server's request and watch-event counters now.
-    pub async fn now(client: &Client) -> Served {
-        let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
-        let text = client.request_text(request).await.unwrap();
-        let rows =
-            text.lines().filter_map(row).fold(HashMap::new(), |mut rows: HashMap<String, f64>, (name, value)| {
-                *rows.entry(name).or_default() += value;
-                rows
-            });
-        // A renamed metric or label would otherwise print an empty table.
-        assert!(rows.keys().any(|r| r.starts_with("watch events: ")), "no watch-event counters in /metrics");
-        assert!(rows.contains_key("GET namespaces"), "no request counters by verb and resource in /metrics");
-        Served(rows)
-    }
-
-    pub fn since(&self, earlier: &Served) -> Served {
-        Served(self.0.iter().map(|(k, v)| (k.clone(), v - earlier.0.get(k).copied().unwrap_or(0.0))).collect())
-    }
-
-    fn get(&self, row: &str) -> f64 {
-        self.0.get(row).copied().unwrap_or(0.0)
-    }
+/// The API server's request and watch-event counters now, by row name.
+pub async fn api_server_counters(client: &Client) -> Counters {
+    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = client.request_text(request).await.unwrap();
+    let counters: Counters = text.lines().filter_map(row).collect();
+    // A renamed metric or label would otherwise print an empty table.
+    assert!(counters.names().any(|r| r.starts_with("watch events: ")), "no watch-event counters in /metrics");
+    assert!(counters.contains("GET namespaces"), "no request counters by verb and resource in /metrics");
+    counters
 }
 
 /// One metrics line as a table row, if it is a request or watch-event
@@ -59,26 +41,5 @@ fn row(line: &str) -> Option<(String, f64)> {
         }
         "apiserver_watch_events_total" => Some((format!("watch events: {}", label("resource")?), value)),
         _ => None,
-    }
-}
-
-/// The rows that differ most between the operator's round and the best
-/// baseline, per Tenant, largest first: where the operator's round asks the
-/// API server for more.
-pub fn print_table(n: usize, operator: &Served, baseline: &Served) {
-    let mut rows: Vec<&String> = operator.0.keys().chain(baseline.0.keys()).collect();
-    rows.sort();
-    rows.dedup();
-    let per_tenant = |count: f64| count / n as f64;
-    rows.retain(|r| per_tenant(operator.get(r)) >= 0.05 || per_tenant(baseline.get(r)) >= 0.05);
-    rows.sort_by(|a, b| {
-        let gap = |r: &str| (operator.get(r) - baseline.get(r)).abs();
-        gap(b).total_cmp(&gap(a)).then(a.cmp(b))
-    });
-    println!();
-    println!("| served by the API server, N = {n}, per Tenant | operator round | best baseline |");
-    println!("|---|---:|---:|");
-    for name in rows {
-        println!("| {name} | {:.2} | {:.2} |", per_tenant(operator.get(name)), per_tenant(baseline.get(name)));
     }
 }
