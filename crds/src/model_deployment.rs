@@ -219,7 +219,8 @@ pub struct Batching {
     #[serde(default = "default_max_batch_size")]
     #[schemars(range(min = 1, max = 1024))]
     pub max_batch_size: i32,
-    /// How long the first request of a batch waits for company.
+    /// Longest the first request of a batch waits for company (it waits only
+    /// for as many requests as recent batches had).
     #[serde(default = "default_max_delay_ms")]
     #[schemars(range(min = 0, max = 1000))]
     pub max_delay_ms: i32,
