@@ -39,6 +39,8 @@ struct Job {
 pub struct Batcher {
     queue: SyncSender<Job>,
     depth: Arc<AtomicUsize>,
+    /// Requests submitted so far (not chunks): what [`RecentDemand`] counts.
+    submitted: Arc<AtomicUsize>,
     policy: BatchPolicy,
     metrics: Arc<Metrics>,
 }
@@ -64,7 +66,14 @@ impl Batcher {
         }
         let (queue, jobs) = sync_channel(policy.queue_capacity);
         let depth = Arc::new(AtomicUsize::new(0));
-        let worker = InferenceWorker { jobs, depth: depth.clone(), policy, metrics: metrics.clone() };
+        let submitted = Arc::new(AtomicUsize::new(0));
+        let worker = InferenceWorker {
+            jobs,
+            depth: depth.clone(),
+            submitted: submitted.clone(),
+            policy,
+            metrics: metrics.clone(),
+        };
         let thread = std::thread::Builder::new().name("ember-inference".into()).spawn(move || {
             let model = match load_and_warm_up(load) {
                 Ok((model, info)) => {
@@ -78,7 +87,7 @@ impl Batcher {
             };
             worker.run(&model);
         })?;
-        Ok((Self { queue, depth, policy, metrics }, thread))
+        Ok((Self { queue, depth, submitted, policy, metrics }, thread))
     }
 
     pub fn policy(&self) -> BatchPolicy {
@@ -98,6 +107,10 @@ impl Batcher {
         if depth + chunks.len() > capacity {
             return Err(self.shed());
         }
+        // Counted before any chunk is queued, so the inference thread never
+        // mistakes a big request's later chunks for a request that arrived
+        // while it ran the first.
+        self.submitted.fetch_add(1, Ordering::AcqRel);
         let mut replies = Vec::with_capacity(chunks.len());
         for chunk in chunks {
             let (reply, answer) = oneshot::channel();
@@ -155,7 +168,7 @@ fn catch_panics<R>(f: impl FnOnce() -> Result<R>) -> Result<R> {
 
 /// How many requests the next batch may wait for: the largest demand of
 /// the last few batches, a batch's demand being the requests it carried
-/// plus those that queued up while it ran.
+/// plus those that arrived while it ran.
 ///
 /// Waiting `max_delay` for company only pays when requests come in
 /// together, and only until they are all in:
@@ -169,7 +182,7 @@ fn catch_panics<R>(f: impl FnOnce() -> Result<R>) -> Result<R> {
 /// - requests that arrive independently of the answers still get the whole
 ///   delay while the recent demand is above what has arrived.
 ///
-/// Counting what queued up during the run keeps a group together: if some
+/// Counting what arrived during the run keeps a group together: if some
 /// clients miss a batch, they queue up while it runs, and the next batch
 /// waits for the whole group again instead of the group splitting in two
 /// for good. The few batches of memory make a single late batch no reason
@@ -197,6 +210,7 @@ impl RecentDemand {
 struct InferenceWorker {
     jobs: Receiver<Job>,
     depth: Arc<AtomicUsize>,
+    submitted: Arc<AtomicUsize>,
     policy: BatchPolicy,
     metrics: Arc<Metrics>,
 }
@@ -219,11 +233,8 @@ impl InferenceWorker {
             let (batch, next) = self.fill_batch(first, delay, expected);
             held_over = next;
             let requests = batch.len();
-            self.run_batch(model, batch);
-            // Those that queued up while the batch ran would have ridden in
-            // it, had they been a little quicker.
-            let queued = self.depth.load(Ordering::Acquire) + usize::from(held_over.is_some());
-            demand.record(requests + queued);
+            let arrived = self.run_batch(model, batch);
+            demand.record(requests + arrived);
         }
     }
 
@@ -264,11 +275,18 @@ impl InferenceWorker {
         (batch, None)
     }
 
-    fn run_batch(&self, model: &Model, batch: Vec<Job>) {
+    /// Runs the model on the batch and answers its requests; returns how
+    /// many requests were submitted while the model ran. Those would have
+    /// ridden in this batch had they been a little quicker; jobs queued
+    /// before it (a big request's further chunks, a full batch's overflow)
+    /// are not company to wait for, they are taken at once anyway. Counted
+    /// before the answers go out, so no answered client's next request is
+    /// among them.
+    fn run_batch(&self, model: &Model, batch: Vec<Job>) -> usize {
         // Clients that gave up (timeout, disconnect) do not cost model time.
         let batch: Vec<Job> = batch.into_iter().filter(|j| !j.reply.is_closed()).collect();
         if batch.is_empty() {
-            return;
+            return 0;
         }
         let sizes: Vec<usize> = batch.iter().map(|j| j.items.len()).collect();
         let mut replies = Vec::with_capacity(batch.len());
@@ -278,9 +296,11 @@ impl InferenceWorker {
             replies.push(job.reply);
         }
         let total = items.len();
+        let submitted_before = self.submitted.load(Ordering::Acquire);
         let started = Instant::now();
         let result = catch_panics(|| model.infer(items));
         self.metrics.observe_batch(total, started.elapsed().as_secs_f64());
+        let arrived = self.submitted.load(Ordering::Acquire).wrapping_sub(submitted_before);
         match result {
             Ok(outputs) if outputs.len() == total => {
                 let mut outputs = outputs.into_iter();
@@ -301,6 +321,7 @@ impl InferenceWorker {
                 }
             }
         }
+        arrived
     }
 }
 

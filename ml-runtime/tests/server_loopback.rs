@@ -142,6 +142,14 @@ async fn a_lone_client_is_not_held_for_the_batching_delay() {
         let response = client.post(&url).json(&infer_body(&[&text])).send().await.unwrap();
         assert_eq!(response.status(), 200);
     }
+    // Larger than --max-batch-size (32): split into a full chunk and a
+    // partial one, which is no reason to wait for company either.
+    for r in 0..3 {
+        let texts: Vec<String> = (0..40).map(|i| format!("a lone client's text {i} of request {r}")).collect();
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let response = client.post(&url).json(&infer_body(&texts)).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
     assert!(started.elapsed() < Duration::from_secs(30), "lone requests waited for the batching delay");
     server.stop().await.unwrap();
 }
