@@ -228,9 +228,7 @@ impl InferenceWorker {
                     Err(_) => return,
                 },
             };
-            let expected = demand.expected();
-            let delay = if expected > 1 { self.policy.max_delay } else { Duration::ZERO };
-            let (batch, next) = self.fill_batch(first, delay, expected);
+            let (batch, next) = self.fill_batch(first, self.policy.max_delay, demand.expected());
             held_over = next;
             let requests = batch.len();
             let arrived = self.run_batch(model, batch);

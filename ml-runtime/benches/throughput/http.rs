@@ -19,13 +19,13 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use ember_runtime::model::{Item, Model};
 use serde_json::json;
 
+use crate::support::{metric, minilm_argv};
 use crate::{BATCHES, Row, percentile};
 
 /// Concurrent clients per row; the goals are about 1 and 16.
@@ -176,30 +176,23 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(model_dir: &Path, threads: usize) -> ServerProcess {
+    fn start(threads: usize) -> ServerProcess {
         // A port that was free a moment ago; the server binds it itself.
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let log = tempfile::NamedTempFile::new().unwrap();
-        let file = |name: &str| model_dir.join(name).to_string_lossy().into_owned();
         // EMBER_BENCH_SERVER: another build of the server, for A/B runs of
         // a server change with the same bench binary.
         let binary =
             std::env::var("EMBER_BENCH_SERVER").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ember-runtime").to_owned());
+        let argv = minilm_argv(&[
+            &format!("--port={port}"),
+            &format!("--threads={threads}"),
+            &format!("--max-batch-size={MAX_BATCH_SIZE}"),
+            &format!("--max-delay-ms={MAX_DELAY_MS}"),
+            "--queue-capacity=256",
+        ]);
         let child = Command::new(&binary)
-            .args([
-                "--model-name=minilm".to_owned(),
-                format!("--model-uri={}", file("model.safetensors")),
-                format!("--config-uri={}", file("config.json")),
-                format!("--tokenizer-uri={}", file("tokenizer.json")),
-                "--architecture=bert".to_owned(),
-                "--task=embedding".to_owned(),
-                "--listen-address=127.0.0.1".to_owned(),
-                format!("--port={port}"),
-                format!("--threads={threads}"),
-                format!("--max-batch-size={MAX_BATCH_SIZE}"),
-                format!("--max-delay-ms={MAX_DELAY_MS}"),
-                "--queue-capacity=256".to_owned(),
-            ])
+            .args(&argv[1..])
             .stdout(log.reopen().unwrap())
             .stderr(log.reopen().unwrap())
             .spawn()
@@ -250,16 +243,11 @@ impl BatchCounters {
     fn read(address: SocketAddr) -> BatchCounters {
         let mut connection = Connection::open(address).unwrap();
         assert_eq!(connection.exchange(b"GET /metrics HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n").unwrap(), 200);
-        let text = String::from_utf8_lossy(connection.body()).into_owned();
-        let value = |name: &str| {
-            text.lines()
-                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
-                .unwrap_or_else(|| panic!("no {name} in the server's metrics"))
-        };
+        let text = String::from_utf8_lossy(connection.body());
         BatchCounters {
-            batches: value("ember_batch_size_count"),
-            items: value("ember_batch_size_sum"),
-            model_seconds: value("ember_inference_duration_seconds_sum"),
+            batches: metric(&text, "ember_batch_size_count "),
+            items: metric(&text, "ember_batch_size_sum "),
+            model_seconds: metric(&text, "ember_inference_duration_seconds_sum "),
         }
     }
 
@@ -401,9 +389,7 @@ impl Pair {
             }
         }
     }
-}
 
-impl Pair {
     fn http_slice(&mut self, connections: &mut [Connection], requests: &[Vec<u8>], address: SocketAddr) {
         let before = BatchCounters::read(address);
         self.http.add(http_slice(connections, requests, SLICE));
@@ -418,12 +404,12 @@ pub struct HttpBench {
 }
 
 impl HttpBench {
-    pub fn start(model_dir: &Path, threads: usize) -> HttpBench {
+    pub fn start(threads: usize) -> HttpBench {
         let pairs = Endpoint::ALL
             .iter()
             .flat_map(|&endpoint| CLIENTS.iter().map(move |&clients| Pair::new(endpoint, clients)))
             .collect();
-        HttpBench { server: ServerProcess::start(model_dir, threads), pairs }
+        HttpBench { server: ServerProcess::start(threads), pairs }
     }
 
     /// One round of every pair; `model` is the bench's in-process model.

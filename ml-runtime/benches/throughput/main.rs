@@ -303,7 +303,7 @@ fn main() {
 
     // The server runs for the whole bench (idle while the others measure),
     // so its rows can alternate with in-process ember and the references.
-    let mut http = with_http.then(|| HttpBench::start(&dir, threads));
+    let mut http = with_http.then(|| HttpBench::start(threads));
     let mut results: Vec<SetResult> = sets.iter().map(|_| SetResult::new(references)).collect();
     for _ in 0..rounds {
         // HTTP rows carry their own in-process side; the table is skipped.

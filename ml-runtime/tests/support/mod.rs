@@ -59,6 +59,12 @@ use ember_runtime::server::Runtime;
 
 /// Flags for serving MiniLM as `minilm` on a free loopback port, plus `extra`.
 pub fn minilm_args(extra: &[&str]) -> Args {
+    Args::parse_from(minilm_argv(extra))
+}
+
+/// The command line behind [`minilm_args`], program name first: for the
+/// in-process server, or for the `ember-runtime` binary itself.
+pub fn minilm_argv(extra: &[&str]) -> Vec<String> {
     let dir = minilm_dir();
     let path = |f: &str| dir.join(f).to_string_lossy().into_owned();
     let mut argv = vec![
@@ -76,7 +82,7 @@ pub fn minilm_args(extra: &[&str]) -> Args {
     let flag = |arg: &str| arg.split('=').next().unwrap_or_default().to_owned();
     argv.retain(|base| !extra.iter().any(|e| flag(e) == flag(base)));
     argv.extend(extra.iter().map(|s| (*s).to_owned()));
-    Args::parse_from(argv)
+    argv
 }
 
 /// A real server on a loopback port, stopped (gracefully) on drop of `stop`.

@@ -212,10 +212,7 @@ async fn main() {
     if let Some((n, operator_cpu, baseline_cpu, writes, operator_served, baseline_served)) = cpu_of_last_round {
         print_cpu_table(n, &operator_cpu, &baseline_cpu);
         print_writes_table(n, "Tenant", &writes);
-        let heading = format!("served by the API server, N = {n}, per Tenant");
-        let table =
-            Table { heading: &heading, per: n as f64, decimals: 2, order: Order::Difference, with_total: false };
-        table.print(&operator_served, &baseline_served);
+        served::print_table(n, &operator_served, &baseline_served);
     }
 
     let mut in_place: usize = sizes.iter().sum();

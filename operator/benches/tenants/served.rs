@@ -6,7 +6,7 @@
 
 use kube::Client;
 
-use crate::counters::Counters;
+use crate::counters::{Counters, Order, Table};
 
 /// The API server's request and watch-event counters now, by row name.
 pub async fn api_server_counters(client: &Client) -> Counters {
@@ -42,4 +42,13 @@ fn row(line: &str) -> Option<(String, f64)> {
         "apiserver_watch_events_total" => Some((format!("watch events: {}", label("resource")?), value)),
         _ => None,
     }
+}
+
+/// Requests and watch events per Tenant, the operator's round beside the
+/// best baseline, largest difference first: where the operator's round asks
+/// the API server for more.
+pub fn print_table(n: usize, operator: &Counters, baseline: &Counters) {
+    let heading = format!("served by the API server, N = {n}, per Tenant");
+    Table { heading: &heading, per: n as f64, decimals: 2, order: Order::Difference, with_total: false }
+        .print(operator, baseline);
 }
